@@ -1,0 +1,13 @@
+// Subcommands of the fedlora CLI. Each add_* registers its subcommand; the callback runs it and stores the exit
+// code through `exit_code` (0 success, 1 runtime failure; usage errors are 2, raised by the parser).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace fedlora::app {
+
+void add_bench(CLI::App& app, int& exit_code);
+void add_devices(CLI::App& app, int& exit_code);
+void add_loopback(CLI::App& app, int& exit_code);
+
+}  // namespace fedlora::app

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+// Python module gnuradio.fedlora.fedlora_python: the blocks, plus direct access to the fedlora_phy kernels
+// they wrap (for QA and for lab notebooks).
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+void bind_ofdm_modulator(py::module& m);
+void bind_ofdm_demodulator(py::module& m);
+void bind_kernels(py::module& m);
+
+PYBIND11_MODULE(fedlora_python, m)
+{
+    // The block base classes (gr::sync_block, ...) are registered by gnuradio.gr.
+    py::module::import("gnuradio.gr");
+
+    bind_ofdm_modulator(m);
+    bind_ofdm_demodulator(m);
+    bind_kernels(m);
+}

@@ -1,0 +1,39 @@
+#include "fedlora/phy/numerology.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace fedlora::phy {
+
+namespace {
+[[noreturn]] void bad(const std::string& field, double value, const std::string& why) {
+    throw std::invalid_argument("OFDM numerology: " + field + " = " + std::to_string(value) + " " + why);
+}
+}  // namespace
+
+void Numerology::validate() const {
+    if (fft_size < 8 || fft_size > 65536)
+        bad("fft_size", fft_size, "is outside [8, 65536]");
+    if (fft_size & (fft_size - 1))
+        bad("fft_size", fft_size, "is not a power of two");
+    if (cp_len < 0 || cp_len > fft_size)
+        bad("cp_len", cp_len, "must be in [0, fft_size=" + std::to_string(fft_size) + "]");
+    if (n_occupied < 2 || n_occupied % 2 != 0)
+        bad("n_occupied", n_occupied, "must be even and at least 2");
+    if (n_occupied > fft_size - 2)
+        bad("n_occupied", n_occupied,
+            "leaves no DC carrier and guard (must be <= fft_size - 2 = " + std::to_string(fft_size - 2) + ")");
+    if (!(sample_rate > 0.0))
+        bad("sample_rate", sample_rate, "must be positive");
+}
+
+std::vector<int> Numerology::occupied_carriers() const {
+    std::vector<int> c;
+    c.reserve(static_cast<std::size_t>(n_occupied));
+    for (int k = -n_occupied / 2; k <= n_occupied / 2; ++k)
+        if (k != 0)
+            c.push_back(k);
+    return c;
+}
+
+}  // namespace fedlora::phy
