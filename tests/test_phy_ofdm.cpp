@@ -142,8 +142,9 @@ TEST(Codec, PackUnpackRoundTripOddAndEven) {
         std::vector<cf32> s(fedlora::phy::symbols_for(n));
         fedlora::phy::pack_reals(x.data(), n, s.data());
         EXPECT_EQ(s[0].real(), x[0]);
-        if (n > 1)
+        if (n > 1) {
             EXPECT_EQ(s[0].imag(), x[1]);
+        }
         std::vector<float> y(n);
         fedlora::phy::unpack_reals(s.data(), n, y.data());
         EXPECT_EQ(x, y);
