@@ -1,0 +1,164 @@
+#include "fedlora/phy/chanest.h"
+
+#include <Eigen/Dense>
+
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+
+namespace fedlora::phy {
+
+std::vector<std::complex<float>> zadoff_chu(std::size_t n, unsigned root) {
+    if (n == 0)
+        throw std::invalid_argument("zadoff_chu: length 0");
+    // Odd length N_zc ≥ n (cyclically extended when n is larger than an odd N_zc would be).
+    std::size_t nzc = n % 2 ? n : n + 1;
+    if (std::gcd(static_cast<std::size_t>(root), nzc) != 1)
+        throw std::invalid_argument("zadoff_chu: root " + std::to_string(root) + " is not coprime with length " +
+                                    std::to_string(nzc));
+    std::vector<std::complex<float>> z(n);
+    for (std::size_t m = 0; m < n; ++m) {
+        const double ph = -M_PI * root * static_cast<double>(m) * static_cast<double>(m + 1) / nzc;
+        z[m] = std::complex<float>(std::polar(1.0, ph));
+    }
+    return z;
+}
+
+namespace {
+
+using Mat = Eigen::MatrixXcd;
+using Vec = Eigen::VectorXcd;
+
+// Common part: the LS estimate and an orthonormal basis U (M × r) of the delay window's subspace, from the
+// delay-domain matrix F (M × L), F[i, t] = exp(−j2π k_i τ_t / N), τ_t = t − pre. With FᴴF = V S² Vᴴ,
+// U = F V S⁻¹ (columns with negligible s dropped). Projection: U Uᴴ; the uniform-PDP correlation R = F Fᴴ / L
+// has the same eigenvectors with eigenvalues s²/L. Per call everything costs O(M·r).
+class WindowedEstimator : public ChannelEstimator {
+public:
+    WindowedEstimator(const Numerology& num, int pre, int max) : m_(static_cast<std::size_t>(num.n_occupied)) {
+        const auto carriers = num.occupied_carriers();
+        const int L = pre + max;
+        if (L < 1 || static_cast<std::size_t>(L) >= m_)
+            throw std::invalid_argument("channel estimator: delay window of " + std::to_string(L) +
+                                        " taps must be in [1, n_occupied = " + std::to_string(m_) + ")");
+        Mat f(static_cast<Eigen::Index>(m_), L);
+        for (std::size_t i = 0; i < m_; ++i)
+            for (int t = 0; t < L; ++t) {
+                const double tau = t - pre;  // delay in samples
+                f(static_cast<Eigen::Index>(i), t) = std::polar(1.0, -2.0 * M_PI * carriers[i] * tau / num.fft_size);
+            }
+        Eigen::SelfAdjointEigenSolver<Mat> eig(f.adjoint() * f);
+        const auto& s2 = eig.eigenvalues();  // ascending
+        const double keep = 1e-9 * s2.maxCoeff();
+        std::vector<Eigen::Index> cols;
+        for (Eigen::Index j = 0; j < s2.size(); ++j)
+            if (s2(j) > keep)
+                cols.push_back(j);
+        r_ = cols.size();
+        u_.resize(static_cast<Eigen::Index>(m_), static_cast<Eigen::Index>(r_));
+        lambda_.resize(static_cast<Eigen::Index>(r_));
+        for (std::size_t c = 0; c < r_; ++c) {
+            const auto j = cols[c];
+            u_.col(static_cast<Eigen::Index>(c)) = f * eig.eigenvectors().col(j) / std::sqrt(s2(j));
+            lambda_(static_cast<Eigen::Index>(c)) = s2(j) / L;
+        }
+        ls_.resize(static_cast<Eigen::Index>(m_));
+        coef_.resize(static_cast<Eigen::Index>(r_));
+        proj_.resize(static_cast<Eigen::Index>(m_));
+    }
+
+protected:
+    void least_squares(const std::complex<float>* y, const std::complex<float>* pilot) {
+        for (std::size_t i = 0; i < m_; ++i)
+            ls_(static_cast<Eigen::Index>(i)) = std::complex<double>(y[i]) / std::complex<double>(pilot[i]);
+        coef_.noalias() = u_.adjoint() * ls_;
+        proj_.noalias() = u_ * coef_;
+    }
+    // The residual outside the window subspace is noise only, with M − r complex degrees of freedom.
+    double residual_noise_var() const { return (ls_ - proj_).squaredNorm() / static_cast<double>(m_ - r_); }
+    // Channel power per carrier: the projection's energy less the noise it keeps (r/M of σ²).
+    double channel_gain(double noise_var) const {
+        return std::max(proj_.squaredNorm() / static_cast<double>(m_) -
+                            noise_var * static_cast<double>(r_) / static_cast<double>(m_),
+                        1e-30);
+    }
+    template <typename V>
+    void finish(const V& h, double noise_var, ChannelEstimate& out) const {
+        out.h.resize(m_);
+        for (std::size_t i = 0; i < m_; ++i)
+            out.h[i] = std::complex<float>(h(static_cast<Eigen::Index>(i)));
+        out.noise_var = noise_var;
+        out.snr_db = 10.0 * std::log10(channel_gain(noise_var) / std::max(noise_var, 1e-30));
+    }
+
+    std::size_t m_;
+    std::size_t r_ = 0;
+    Mat u_;
+    Eigen::VectorXd lambda_;
+    Vec ls_, coef_, proj_;
+};
+
+class LsEstimator final : public WindowedEstimator {
+public:
+    using WindowedEstimator::WindowedEstimator;
+    const char* name() const override { return "ls"; }
+    void estimate(const std::complex<float>* y, const std::complex<float>* pilot, double,
+                  ChannelEstimate& out) override {
+        least_squares(y, pilot);
+        finish(ls_, residual_noise_var(), out);
+    }
+};
+
+class DftEstimator final : public WindowedEstimator {
+public:
+    using WindowedEstimator::WindowedEstimator;
+    const char* name() const override { return "dft"; }
+    void estimate(const std::complex<float>* y, const std::complex<float>* pilot, double,
+                  ChannelEstimate& out) override {
+        least_squares(y, pilot);
+        finish(proj_, residual_noise_var(), out);
+    }
+};
+
+class LmmseEstimator final : public WindowedEstimator {
+public:
+    LmmseEstimator(const Numerology& num, int pre, int max) : WindowedEstimator(num, pre, max) {
+        out_.resize(static_cast<Eigen::Index>(m_));
+    }
+    const char* name() const override { return "lmmse"; }
+    void estimate(const std::complex<float>* y, const std::complex<float>* pilot, double known_noise_var,
+                  ChannelEstimate& out) override {
+        least_squares(y, pilot);
+        const double noise = known_noise_var > 0.0 ? known_noise_var : residual_noise_var();
+        // R scaled to the measured channel gain g: W = U diag(gλ / (gλ + σ²)) Uᴴ.
+        const double g = channel_gain(noise);
+        for (Eigen::Index c = 0; c < coef_.size(); ++c)
+            coef_(c) *= g * lambda_(c) / (g * lambda_(c) + noise);
+        out_.noalias() = u_ * coef_;
+        finish(out_, noise, out);
+    }
+
+private:
+    Vec out_;
+};
+
+}  // namespace
+
+std::unique_ptr<ChannelEstimator> make_channel_estimator(const Numerology& num, const ChannelEstimatorConfig& cfg) {
+    num.validate();
+    const int max = cfg.max_delay < 0 ? num.cp_len : cfg.max_delay;
+    const int pre = cfg.pre_delay < 0 ? num.cp_len / 8 : cfg.pre_delay;
+    if (max > num.fft_size)
+        throw std::invalid_argument("channel estimator: max_delay = " + std::to_string(max) + " exceeds fft_size");
+    if (pre > num.fft_size)
+        throw std::invalid_argument("channel estimator: pre_delay = " + std::to_string(pre) + " exceeds fft_size");
+    if (cfg.name == "ls")
+        return std::make_unique<LsEstimator>(num, pre, max);
+    if (cfg.name == "dft")
+        return std::make_unique<DftEstimator>(num, pre, max);
+    if (cfg.name == "lmmse")
+        return std::make_unique<LmmseEstimator>(num, pre, max);
+    throw std::invalid_argument("channel estimator '" + cfg.name + "' is unknown (choose ls, dft or lmmse)");
+}
+
+}  // namespace fedlora::phy
