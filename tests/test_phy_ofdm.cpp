@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <complex>
+#include <algorithm>
 #include <random>
 #include <stdexcept>
 #include <vector>
@@ -132,6 +133,24 @@ TEST(Numerology, CarrierLayoutIsSymmetricWithoutDc) {
     const auto c = make(64, 16, 6).occupied_carriers();
     EXPECT_EQ(c, (std::vector<int>{-3, -2, -1, 1, 2, 3}));
     EXPECT_EQ(make(64, 16, 6).bin_of(-1), 63);
+}
+
+TEST(Numerology, PilotAndDataPositionsPartitionTheOccupiedCarriers) {
+    auto n = make(64, 16, 48);
+    EXPECT_TRUE(n.pilot_positions().empty());
+    EXPECT_EQ(n.n_data(), 48);
+    n.pilot_spacing = 12;
+    EXPECT_EQ(n.pilot_positions(), (std::vector<int>{6, 18, 30, 42}));
+    const auto d = n.data_positions();
+    EXPECT_EQ(d.size(), 44u);
+    std::vector<int> all(d);
+    for (int p : n.pilot_positions())
+        all.push_back(p);
+    std::sort(all.begin(), all.end());
+    for (int i = 0; i < 48; ++i)
+        EXPECT_EQ(all[static_cast<std::size_t>(i)], i);
+    n.pilot_spacing = 1;
+    EXPECT_THROW(n.validate(), std::invalid_argument);
 }
 
 TEST(Codec, PackUnpackRoundTripOddAndEven) {

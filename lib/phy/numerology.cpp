@@ -25,6 +25,33 @@ void Numerology::validate() const {
             "leaves no DC carrier and guard (must be <= fft_size - 2 = " + std::to_string(fft_size - 2) + ")");
     if (!(sample_rate > 0.0))
         bad("sample_rate", sample_rate, "must be positive");
+    if (pilot_spacing < 0 || pilot_spacing == 1 || pilot_spacing > n_occupied)
+        bad("pilot_spacing", pilot_spacing,
+            "must be 0 (no pilots) or in [2, n_occupied = " + std::to_string(n_occupied) + "]");
+}
+
+std::vector<int> Numerology::pilot_positions() const {
+    std::vector<int> p;
+    if (pilot_spacing <= 0)
+        return p;
+    for (int i = pilot_spacing / 2; i < n_occupied; i += pilot_spacing)
+        p.push_back(i);
+    return p;
+}
+
+std::vector<int> Numerology::data_positions() const {
+    const auto pilots = pilot_positions();
+    std::vector<int> d;
+    d.reserve(static_cast<std::size_t>(n_occupied));
+    std::size_t next = 0;
+    for (int i = 0; i < n_occupied; ++i) {
+        if (next < pilots.size() && pilots[next] == i) {
+            ++next;
+            continue;
+        }
+        d.push_back(i);
+    }
+    return d;
 }
 
 std::vector<int> Numerology::occupied_carriers() const {
