@@ -93,6 +93,15 @@ double update_rms(const float* x, std::size_t dim, const std::vector<std::uint32
     return std::sqrt(acc / static_cast<double>(n));
 }
 
+void add_awgn(std::complex<double>* y, std::size_t n, double noise_var, std::mt19937_64& rng) {
+    std::normal_distribution<double> g(0.0, std::sqrt(noise_var / 2.0));
+    for (std::size_t i = 0; i < n; ++i) {
+        const double re = g(rng);
+        const double im = g(rng);
+        y[i] += std::complex<double>(re, im);
+    }
+}
+
 AircompReport aircomp_round_symbols(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
                                     const AircompCodec& codec, const std::vector<std::complex<double>>& h,
                                     std::size_t M, const PowerControlConfig& pc, std::mt19937_64& rng,
@@ -128,12 +137,10 @@ AircompReport aircomp_round_symbols(const std::vector<std::vector<float>>& updat
             y[i] += h[k * M + m] * plan.b(k, m) * std::complex<double>(s[i]);
         }
     }
-    std::normal_distribution<double> noise(0.0, std::sqrt(pc.noise_var / 2.0));
+    add_awgn(y.data(), n_sym, pc.noise_var, rng);
     std::vector<std::complex<float>> r(n_sym);
-    for (std::size_t i = 0; i < n_sym; ++i) {
-        const auto yi = y[i] + std::complex<double>(noise(rng), noise(rng));
-        r[i] = std::complex<float>(yi / std::sqrt(plan.eta[i % M]));
-    }
+    for (std::size_t i = 0; i < n_sym; ++i)
+        r[i] = std::complex<float>(y[i] / std::sqrt(plan.eta[i % M]));
     estimate.resize(codec.dim);
     codec.decode(r.data(), estimate.data());
 

@@ -54,6 +54,9 @@ double common_scale(const std::vector<double>& rms, const std::vector<double>& w
 // naming its index.
 double update_rms(const float* x, std::size_t dim, const std::vector<std::uint32_t>& support);
 
+// Adds CN(0, noise_var) samples to y[0..n): real part then imaginary part of each, from `rng` in that order.
+void add_awgn(std::complex<double>* y, std::size_t n, double noise_var, std::mt19937_64& rng);
+
 struct AircompReport {
     double nmse_measured = 0.0;       // ‖ŝ − s‖² / ‖s‖² of the weighted sum, on the support
     double nmse_analytic = 0.0;       // the policy's analytic MSE normalised the same way
