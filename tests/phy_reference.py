@@ -42,7 +42,7 @@ def aircomp(tokens):
     rms = np.sqrt(np.mean(updates[:, support] ** 2, axis=1))
     scale = np.sqrt(2.0) * np.max(np.abs(weights) * rms)
     v = 2.0 * (weights * rms / scale) ** 2                   # per-symbol power of each device
-    kept = np.abs(h) ** 2 >= g_th
+    kept = np.abs(h) ** 2 >= g_th * np.mean(np.abs(h) ** 2, axis=1, keepdims=True)  # relative to mean gain
     inv = np.where(kept, 1.0 / np.where(kept, np.abs(h) ** 2, 1.0), 0.0)
     eta = np.min(budget * M / (v * inv.sum(axis=1)))          # the largest eta every budget allows
     b = np.where(kept, np.sqrt(eta) / np.where(kept, h, 1.0), 0.0)

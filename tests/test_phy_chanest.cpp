@@ -178,7 +178,7 @@ TEST(ChannelEstimation, ThroughTheWaveformWithEarlyFftWindow) {
     for (int d : tap_delays)
         eff.push_back(d + early);
     const auto H = freq_response(num, taps, eff);
-    for (const char* name : {"ls", "dft", "lmmse"}) {
+    for (const char* name : {"ls", "dft", "lmmse", "sparse"}) {
         ChannelEstimatorConfig cfg;
         cfg.name = name;
         auto est = make_channel_estimator(num, cfg);
@@ -189,6 +189,37 @@ TEST(ChannelEstimation, ThroughTheWaveformWithEarlyFftWindow) {
             worst = std::max(worst, std::abs(cd(out.h[i]) - H[i]));
         EXPECT_LT(worst, 1e-3) << name;
     }
+}
+
+TEST(ChannelEstimation, SparseEstimatorErrorFollowsTheTapsItKeeps) {
+    // A channel with 3 strong taps in the window: OMP should keep exactly those (false taps ~1%), so the error
+    // variance is σ²·3/M, against σ²·L/M for the projection.
+    const auto num = num256();
+    ChannelEstimatorConfig cfg;
+    cfg.name = "sparse";
+    auto est = make_channel_estimator(num, cfg);
+    const auto pilot = zadoff_chu(static_cast<std::size_t>(num.n_occupied));
+    const std::vector<double> delays = {0.0, 3.0, 9.0};
+    std::mt19937_64 rng(9);
+    const double nv = 0.01, M = num.n_occupied;
+    double mse = 0.0, reported = 0.0;
+    const int trials = 400;
+    ChannelEstimate out;
+    std::vector<std::complex<float>> y(pilot.size());
+    for (int t = 0; t < trials; ++t) {
+        std::vector<cd> taps;
+        for (int i = 0; i < 3; ++i)
+            taps.push_back(std::polar(std::sqrt(1.0 / 3.0), 2 * M_PI * std::uniform_real_distribution<>(0, 1)(rng)));
+        const auto H = freq_response(num, taps, delays);
+        for (std::size_t i = 0; i < y.size(); ++i)
+            y[i] = std::complex<float>(H[i] * cd(pilot[i]) + cn(rng, nv));
+        est->estimate(y.data(), pilot.data(), 0.0, out);
+        for (std::size_t i = 0; i < H.size(); ++i)
+            mse += std::norm(cd(out.h[i]) - H[i]) / M / trials;
+        reported += out.error_var / trials;
+    }
+    EXPECT_NEAR(mse / (nv * 3.0 / M), 1.0, 0.1);
+    EXPECT_NEAR(reported / (nv * 3.0 / M), 1.0, 0.05);
 }
 
 TEST(ChannelEstimation, BadConfigIsRejectedByName) {

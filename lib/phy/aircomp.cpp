@@ -93,6 +93,32 @@ double update_rms(const float* x, std::size_t dim, const std::vector<std::uint32
     return std::sqrt(acc / static_cast<double>(n));
 }
 
+std::vector<double> symbol_powers(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
+                                  const AircompCodec& codec) {
+    std::vector<double> v(updates.size());
+    for (std::size_t k = 0; k < updates.size(); ++k) {
+        const double a = weights[k] * update_rms(updates[k].data(), codec.dim, codec.support) / codec.scale;
+        v[k] = std::max(2.0 * a * a, 1e-30);
+    }
+    return v;
+}
+
+std::pair<double, double> sum_error(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
+                                    const AircompCodec& codec, const std::vector<float>& estimate) {
+    std::vector<double> truth(codec.dim, 0.0);
+    for (std::size_t k = 0; k < updates.size(); ++k)
+        for (std::size_t j = 0; j < codec.dim; ++j)
+            truth[j] += weights[k] * updates[k][j];
+    double err = 0.0, ref = 0.0;
+    const std::size_t n = codec.n_values();
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t j = codec.support.empty() ? i : codec.support[i];
+        err += (estimate[j] - truth[j]) * (estimate[j] - truth[j]);
+        ref += truth[j] * truth[j];
+    }
+    return {err, ref};
+}
+
 void add_awgn(std::complex<double>* y, std::size_t n, double noise_var, std::mt19937_64& rng) {
     std::normal_distribution<double> g(0.0, std::sqrt(noise_var / 2.0));
     for (std::size_t i = 0; i < n; ++i) {
@@ -116,14 +142,8 @@ AircompReport aircomp_round_symbols(const std::vector<std::vector<float>>& updat
             throw std::invalid_argument("aircomp_round_symbols: update " + std::to_string(k) + " has " +
                                         std::to_string(updates[k].size()) + " entries, expected " +
                                         std::to_string(codec.dim));
-    // Each device's per-symbol power E|s_k|² = 2 (p_k rms_k / c)², from the RMS it reports (DESIGN.md §2); the
-    // power plan needs it to meet the budgets and to weigh truncation errors.
     PowerControlConfig pcv = pc;
-    pcv.signal_var.resize(K);
-    for (std::size_t k = 0; k < K; ++k) {
-        const double a = weights[k] * update_rms(updates[k].data(), codec.dim, codec.support) / codec.scale;
-        pcv.signal_var[k] = std::max(2.0 * a * a, 1e-30);
-    }
+    pcv.signal_var = symbol_powers(updates, weights, codec);
     const auto plan = plan_power(h, K, M, pcv);
     const std::size_t n_sym = codec.n_symbols();
 
@@ -144,18 +164,7 @@ AircompReport aircomp_round_symbols(const std::vector<std::vector<float>>& updat
     estimate.resize(codec.dim);
     codec.decode(r.data(), estimate.data());
 
-    // Reference: the exact weighted sum, on the support.
-    std::vector<double> truth(codec.dim, 0.0);
-    for (std::size_t k = 0; k < K; ++k)
-        for (std::size_t j = 0; j < codec.dim; ++j)
-            truth[j] += weights[k] * updates[k][j];
-    double err = 0.0, ref = 0.0;
-    const std::size_t n = codec.n_values();
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::size_t j = codec.support.empty() ? i : codec.support[i];
-        err += (estimate[j] - truth[j]) * (estimate[j] - truth[j]);
-        ref += truth[j] * truth[j];
-    }
+    const auto [err, ref] = sum_error(updates, weights, codec, estimate);
     AircompReport rep;
     rep.nmse_measured = ref > 0.0 ? err / ref : 0.0;
     // Analytic: the plan's MSE per complex symbol (in units of the scaled symbols), times c², over the energy of

@@ -41,7 +41,8 @@ public:
         if (L < 1 || static_cast<std::size_t>(L) >= m_)
             throw std::invalid_argument("channel estimator: delay window of " + std::to_string(L) +
                                         " taps must be in [1, n_occupied = " + std::to_string(m_) + ")");
-        Mat f(static_cast<Eigen::Index>(m_), L);
+        Mat& f = f_;
+        f.resize(static_cast<Eigen::Index>(m_), L);
         for (std::size_t i = 0; i < m_; ++i)
             for (int t = 0; t < L; ++t) {
                 const double tau = t - pre;  // delay in samples
@@ -93,6 +94,7 @@ protected:
 
     std::size_t m_;
     std::size_t r_ = 0;
+    Mat f_;  // delay-domain columns of the window
     Mat u_;
     Eigen::VectorXd lambda_;
     Vec ls_, coef_, proj_;
@@ -106,6 +108,7 @@ public:
                   ChannelEstimate& out) override {
         least_squares(y, pilot);
         finish(ls_, residual_noise_var(), out);
+        out.error_var = out.noise_var;
     }
 };
 
@@ -117,6 +120,7 @@ public:
                   ChannelEstimate& out) override {
         least_squares(y, pilot);
         finish(proj_, residual_noise_var(), out);
+        out.error_var = out.noise_var * static_cast<double>(r_) / static_cast<double>(m_);
     }
 };
 
@@ -132,14 +136,85 @@ public:
         const double noise = known_noise_var > 0.0 ? known_noise_var : residual_noise_var();
         // R scaled to the measured channel gain g: W = U diag(gλ / (gλ + σ²)) Uᴴ.
         const double g = channel_gain(noise);
-        for (Eigen::Index c = 0; c < coef_.size(); ++c)
+        double err = 0.0;
+        for (Eigen::Index c = 0; c < coef_.size(); ++c) {
             coef_(c) *= g * lambda_(c) / (g * lambda_(c) + noise);
+            err += g * lambda_(c) * noise / (g * lambda_(c) + noise);
+        }
         out_.noalias() = u_ * coef_;
         finish(out_, noise, out);
+        out.error_var = err / static_cast<double>(m_);
     }
 
 private:
     Vec out_;
+};
+
+
+// Significant-tap estimator by orthogonal matching pursuit over the window's delays: repeatedly take the delay
+// whose column correlates best with the residual, project the LS estimate onto all delays taken so far, and stop
+// when the best remaining correlation is what noise alone would give: |f_tᴴ r|² / ‖f_t‖² ≤ κσ², κ = ln(100·L)
+// (a noise-only residual passes with probability about L·e^{−κ} = 1%). Greedy selection, rather than thresholding
+// the LS taps, keeps it well conditioned when the occupied band is narrower than the FFT (neighbouring delay
+// columns are then nearly parallel). Error variance σ²·S/M for S taps taken.
+class SparseEstimator final : public WindowedEstimator {
+public:
+    SparseEstimator(const Numerology& num, int pre, int max) : WindowedEstimator(num, pre, max) {
+        const auto L = f_.cols();
+        col_norm2_ = f_.colwise().squaredNorm().transpose();
+        kappa_ = std::log(100.0 * static_cast<double>(L));
+        q_.resize(f_.rows(), L);
+        corr_.resize(L);
+        residual_.resize(f_.rows());
+        out_.resize(f_.rows());
+        taken_.assign(static_cast<std::size_t>(L), 0);
+    }
+    const char* name() const override { return "sparse"; }
+    void estimate(const std::complex<float>* y, const std::complex<float>* pilot, double known_noise_var,
+                  ChannelEstimate& out) override {
+        least_squares(y, pilot);
+        const double noise = known_noise_var > 0.0 ? known_noise_var : residual_noise_var();
+        std::fill(taken_.begin(), taken_.end(), 0);
+        out_.setZero();
+        residual_ = ls_;
+        Eigen::Index s = 0;
+        while (s < f_.cols()) {
+            corr_.noalias() = f_.adjoint() * residual_;
+            Eigen::Index best = -1;
+            double best_v = kappa_ * noise;
+            for (Eigen::Index t = 0; t < corr_.size(); ++t) {
+                const double v = std::norm(corr_(t)) / col_norm2_(t);
+                if (!taken_[static_cast<std::size_t>(t)] && v > best_v) {
+                    best_v = v;
+                    best = t;
+                }
+            }
+            if (best < 0)
+                break;
+            taken_[static_cast<std::size_t>(best)] = 1;
+            // Modified Gram-Schmidt against the columns taken so far, into the preallocated q_.
+            q_.col(s) = f_.col(best);
+            for (Eigen::Index j = 0; j < s; ++j)
+                q_.col(s) -= (q_.col(j).adjoint() * q_.col(s)).value() * q_.col(j);
+            const double nrm = q_.col(s).norm();
+            if (nrm < 1e-6 * std::sqrt(col_norm2_(best)))
+                continue;  // numerically inside the span already
+            q_.col(s) /= nrm;
+            const auto c = (q_.col(s).adjoint() * residual_).value();
+            out_ += c * q_.col(s);
+            residual_ -= c * q_.col(s);
+            ++s;
+        }
+        finish(out_, noise, out);
+        out.error_var = noise * static_cast<double>(s) / static_cast<double>(m_);
+    }
+
+private:
+    Mat q_;
+    Eigen::VectorXd col_norm2_;
+    Vec corr_, residual_, out_;
+    std::vector<unsigned char> taken_;
+    double kappa_ = 0.0;
 };
 
 }  // namespace
@@ -158,7 +233,9 @@ std::unique_ptr<ChannelEstimator> make_channel_estimator(const Numerology& num, 
         return std::make_unique<DftEstimator>(num, pre, max);
     if (cfg.name == "lmmse")
         return std::make_unique<LmmseEstimator>(num, pre, max);
-    throw std::invalid_argument("channel estimator '" + cfg.name + "' is unknown (choose ls, dft or lmmse)");
+    if (cfg.name == "sparse")
+        return std::make_unique<SparseEstimator>(num, pre, max);
+    throw std::invalid_argument("channel estimator '" + cfg.name + "' is unknown (choose ls, dft, lmmse or sparse)");
 }
 
 }  // namespace fedlora::phy

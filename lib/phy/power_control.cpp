@@ -42,6 +42,13 @@ void PowerControlConfig::validate(std::size_t n_devices) const {
     if (!signal_var.empty() && signal_var.size() != n_devices)
         throw std::invalid_argument("power control: " + std::to_string(signal_var.size()) +
                                     " signal variances for " + std::to_string(n_devices) + " devices");
+    if (!csi_error_var.empty() && csi_error_var.size() != n_devices)
+        throw std::invalid_argument("power control: " + std::to_string(csi_error_var.size()) +
+                                    " CSI error variances for " + std::to_string(n_devices) + " devices");
+    for (std::size_t k = 0; k < csi_error_var.size(); ++k)
+        if (!(csi_error_var[k] >= 0.0) || !std::isfinite(csi_error_var[k]))
+            throw std::invalid_argument("power control: csi_error_var[" + std::to_string(k) +
+                                        "] = " + std::to_string(csi_error_var[k]) + " must be >= 0");
     for (std::size_t k = 0; k < signal_var.size(); ++k)
         if (!(signal_var[k] > 0.0) || !std::isfinite(signal_var[k]))
             throw std::invalid_argument("power control: signal_var[" + std::to_string(k) +
@@ -51,6 +58,11 @@ void PowerControlConfig::validate(std::size_t n_devices) const {
 namespace {
 
 double var_of(const PowerControlConfig& cfg, std::size_t k) { return cfg.signal_var.empty() ? 1.0 : cfg.signal_var[k]; }
+
+// r = ε_k² / |ĥ|²: the estimate's relative uncertainty on a carrier of gain |ĥ|² (0 with perfect CSI).
+double csi_ratio(const PowerControlConfig& cfg, std::size_t k, double gain) {
+    return cfg.csi_error_var.empty() ? 0.0 : cfg.csi_error_var[k] / std::max(gain, 1e-300);
+}
 
 // MSE on one carrier when device k sends amplitude a_k = |h_k b_k| (phase-aligned) and the receiver scales by
 // 1/√η: Σ_k v_k (a_k/√η − 1)² + σ²/η.
@@ -62,63 +74,64 @@ double carrier_mse(const std::vector<double>& a, const std::vector<double>& v, d
     return mse;
 }
 
-// Threshold policy on one carrier. q_k = √P_k |h_k| is device k's full-power receive amplitude. For a given η,
-// devices with q_k² ≥ η invert (receive amplitude √η, no error) and the others send at full power. With the
-// devices sorted by q ascending and the first j at full power, MSE(u = 1/√η) = Σ_{i<j} v_i (q_i u − 1)² + σ² u²
-// is a convex quadratic with minimiser u* = Σ v_i q_i / (σ² + Σ v_i q_i²). The optimum over η is therefore at one
-// of these stationary points clipped to its interval [q_{j-1}², q_j²], or at an interval end: all are evaluated.
-// `full_only` forces every device to full power (the "full" policy: j = K, η free in (0, ∞)).
-double best_eta(const std::vector<double>& q, const std::vector<double>& v, double noise_var, bool full_only) {
+// Threshold policy on one carrier, in u = 1/√η. q_k = √(P_k/v_k)|ĥ_k| is device k's full-power receive amplitude,
+// r_k = ε_k²/|ĥ_k|² its relative CSI error (0 with perfect CSI). With receive amplitude a_k the expected error is
+// v_k[(a_k u − 1)² + r_k a_k² u²] (the second term: the unknown part h − ĥ of the channel times the transmitted
+// amplitude), minimised by a_k = 1/(u(1 + r_k)) (inversion, shrunk when the estimate is poor) unless that exceeds
+// the budget, when a_k = q_k (full power). Device k is at full power iff u ≤ t_k = 1/(q_k(1 + r_k)). Between
+// consecutive breakpoints the MSE is a quadratic in u with minimiser u* = Σ_C v q / (σ² + Σ_C v q²(1 + r)) over the
+// full-power set C; the optimum is one of these, clipped to its interval, or a breakpoint: all are evaluated.
+// `full_only` forces every device to full power (the "full" policy).
+double best_u(const std::vector<double>& q, const std::vector<double>& r, const std::vector<double>& v, double noise_var,
+              bool full_only) {
     const std::size_t K = q.size();
-    std::vector<std::size_t> order(K);
-    std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return q[a] < q[b]; });
-
-    auto mse_at = [&](double eta) {
-        std::vector<double> a(K);
-        for (std::size_t k = 0; k < K; ++k)
-            a[k] = full_only ? q[k] : std::min(q[k], std::sqrt(eta));
-        return carrier_mse(a, v, noise_var, eta);
-    };
     if (full_only) {
         double num = 0.0, den = noise_var;
         for (std::size_t k = 0; k < K; ++k) {
             num += v[k] * q[k];
-            den += v[k] * q[k] * q[k];
+            den += v[k] * q[k] * q[k] * (1.0 + r[k]);
         }
-        const double u = num / den;
-        return 1.0 / (u * u);
+        return num / den;
     }
-    double best = std::numeric_limits<double>::infinity(), best_eta_v = q[order[0]] * q[order[0]];
-    double num = 0.0, den = noise_var;
-    for (std::size_t j = 0; j <= K; ++j) {
-        // Interval where exactly the first j sorted devices are at full power.
-        const double lo = j == 0 ? 0.0 : q[order[j - 1]] * q[order[j - 1]];
-        const double hi = j == K ? std::numeric_limits<double>::infinity() : q[order[j]] * q[order[j]];
-        std::vector<double> candidates;
-        if (lo > 0.0)
-            candidates.push_back(lo);
-        if (std::isfinite(hi))
-            candidates.push_back(hi);
-        if (j > 0 && num > 0.0) {
-            const double u = num / den;
-            candidates.push_back(std::clamp(1.0 / (u * u), lo, hi));
+    auto mse_at = [&](double u) {
+        double mse = noise_var * u * u;
+        for (std::size_t k = 0; k < K; ++k) {
+            const double a = std::min(q[k], 1.0 / (u * (1.0 + r[k])));
+            mse += v[k] * ((a * u - 1.0) * (a * u - 1.0) + r[k] * a * a * u * u);
         }
-        for (double eta : candidates) {
-            if (!(eta > 0.0) || !std::isfinite(eta))
-                continue;
-            const double m = mse_at(eta);
-            if (m < best) {
-                best = m;
-                best_eta_v = eta;
-            }
-        }
-        if (j < K) {
-            num += v[order[j]] * q[order[j]];
-            den += v[order[j]] * q[order[j]] * q[order[j]];
-        }
+        return mse;
+    };
+    std::vector<double> t(K);
+    for (std::size_t k = 0; k < K; ++k)
+        t[k] = 1.0 / (q[k] * (1.0 + r[k]));
+    std::vector<std::size_t> order(K);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return t[a] < t[b]; });
+    // Full-power set for u in (t_{j-1}, t_j]: the devices from sorted position j on. Suffix sums give u*.
+    std::vector<double> num(K + 1, 0.0), den(K + 1, noise_var);
+    for (std::size_t j = K; j-- > 0;) {
+        const auto k = order[j];
+        num[j] = num[j + 1] + v[k] * q[k];
+        den[j] = den[j + 1] + v[k] * q[k] * q[k] * (1.0 + r[k]);
     }
-    return best_eta_v;
+    double best = std::numeric_limits<double>::infinity(), best_u_v = t[order[0]];
+    auto consider = [&](double u) {
+        if (!(u > 0.0) || !std::isfinite(u))
+            return;
+        const double m = mse_at(u);
+        if (m < best) {
+            best = m;
+            best_u_v = u;
+        }
+    };
+    for (std::size_t j = 0; j < K; ++j) {
+        const double lo = j == 0 ? 0.0 : t[order[j - 1]];
+        const double hi = t[order[j]];
+        consider(hi);
+        if (num[j] > 0.0)
+            consider(std::clamp(num[j] / den[j], lo, hi));
+    }
+    return best_u_v;
 }
 
 void check_channels(const std::vector<std::complex<double>>& h, std::size_t K, std::size_t M) {
@@ -149,13 +162,19 @@ PowerPlan plan_power(const std::vector<std::complex<double>>& h, std::size_t K, 
 
     if (cfg.policy == PowerPolicy::Truncated) {
         // η = min_k P_k / ((1/M) Σ_{m kept} v_k / |h_k[m]|²): the largest η every device can afford.
+        // The threshold applies to the fading gain |h|² / ḡ_k relative to the device's mean gain over the carriers
+        // (path loss is what the budget and η absorb; truncation cuts deep fades).
         double eta = std::numeric_limits<double>::infinity();
         for (std::size_t k = 0; k < K; ++k) {
+            double mean_gain = 0.0;
+            for (std::size_t m = 0; m < M; ++m)
+                mean_gain += std::norm(h[k * M + m]) / static_cast<double>(M);
             double inv_sum = 0.0;
             for (std::size_t m = 0; m < M; ++m) {
                 const double g = std::norm(h[k * M + m]);
-                if (g >= cfg.g_th && g > 0.0)
-                    inv_sum += 1.0 / g;
+                const double shrink = 1.0 + csi_ratio(cfg, k, g);
+                if (g >= cfg.g_th * mean_gain && g > 0.0)
+                    inv_sum += 1.0 / (g * shrink * shrink);
                 else
                     plan.truncated[k * M + m] = 1;
             }
@@ -168,17 +187,23 @@ PowerPlan plan_power(const std::vector<std::complex<double>>& h, std::size_t K, 
         std::fill(plan.eta.begin(), plan.eta.end(), eta);
         for (std::size_t k = 0; k < K; ++k)
             for (std::size_t m = 0; m < M; ++m)
-                if (!plan.truncated[k * M + m])
-                    plan.precoder[k * M + m] = std::sqrt(eta) / h[k * M + m];
+                if (!plan.truncated[k * M + m]) {
+                    // Inversion of the estimate, shrunk by 1/(1 + r) when it is uncertain (r = 0: exact inversion).
+                    const double shrink = 1.0 + csi_ratio(cfg, k, std::norm(h[k * M + m]));
+                    plan.precoder[k * M + m] = std::sqrt(eta) / (h[k * M + m] * shrink);
+                }
     } else {
-        std::vector<double> q(K), v(K);
+        std::vector<double> q(K), v(K), r(K);
         for (std::size_t k = 0; k < K; ++k)
             v[k] = var_of(cfg, k);
         for (std::size_t m = 0; m < M; ++m) {
-            for (std::size_t k = 0; k < K; ++k)
-                q[k] = std::sqrt(cfg.budget[k] / v[k]) * std::abs(h[k * M + m]);
-            const double eta = best_eta(q, v, cfg.noise_var, cfg.policy == PowerPolicy::Full);
-            plan.eta[m] = eta;
+            for (std::size_t k = 0; k < K; ++k) {
+                const double g = std::abs(h[k * M + m]);
+                q[k] = std::sqrt(cfg.budget[k] / v[k]) * g;
+                r[k] = csi_ratio(cfg, k, g * g);
+            }
+            const double u = best_u(q, r, v, cfg.noise_var, cfg.policy == PowerPolicy::Full);
+            plan.eta[m] = 1.0 / (u * u);
             for (std::size_t k = 0; k < K; ++k) {
                 const auto hk = h[k * M + m];
                 const double ghk = std::abs(hk);
@@ -186,10 +211,8 @@ PowerPlan plan_power(const std::vector<std::complex<double>>& h, std::size_t K, 
                     plan.truncated[k * M + m] = 1;  // nothing gets through: a silent device wastes no power
                     continue;
                 }
-                const double full_amp = std::sqrt(cfg.budget[k] / v[k]);  // |b| at full power
-                const double inv_amp = std::sqrt(eta) / ghk;             // |b| that inverts the channel
-                const double amp = cfg.policy == PowerPolicy::Full ? full_amp : std::min(full_amp, inv_amp);
-                plan.precoder[k * M + m] = amp * std::conj(hk) / ghk;
+                const double a = cfg.policy == PowerPolicy::Full ? q[k] : std::min(q[k], 1.0 / (u * (1.0 + r[k])));
+                plan.precoder[k * M + m] = (a / ghk) * std::conj(hk) / ghk;
             }
         }
     }
@@ -199,18 +222,27 @@ PowerPlan plan_power(const std::vector<std::complex<double>>& h, std::size_t K, 
     return plan;
 }
 
-double plan_mse(const PowerPlan& plan, const std::vector<std::complex<double>>& h, const PowerControlConfig& cfg) {
+std::vector<double> plan_mse_per_carrier(const PowerPlan& plan, const std::vector<std::complex<double>>& h,
+                                         const PowerControlConfig& cfg) {
     const std::size_t K = plan.n_devices, M = plan.n_carriers;
     check_channels(h, K, M);
-    double total = 0.0;
+    std::vector<double> out(M);
     for (std::size_t m = 0; m < M; ++m) {
         const double u = 1.0 / std::sqrt(plan.eta[m]);
         double mse = cfg.noise_var * u * u;
         for (std::size_t k = 0; k < K; ++k)
             mse += var_of(cfg, k) * std::norm(h[k * M + m] * plan.b(k, m) * u - 1.0);
-        total += mse;
+        out[m] = mse;
     }
-    return total / static_cast<double>(M);
+    return out;
+}
+
+double plan_mse(const PowerPlan& plan, const std::vector<std::complex<double>>& h, const PowerControlConfig& cfg) {
+    const auto per = plan_mse_per_carrier(plan, h, cfg);
+    double total = 0.0;
+    for (double v : per)
+        total += v;
+    return total / static_cast<double>(per.size());
 }
 
 double expint_e1(double x) {

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "fedlora/phy/power_control.h"
@@ -53,6 +54,15 @@ double common_scale(const std::vector<double>& rms, const std::vector<double>& w
 // RMS of a vector's entries on a support (empty = all). Throws std::invalid_argument on a non-finite entry,
 // naming its index.
 double update_rms(const float* x, std::size_t dim, const std::vector<std::uint32_t>& support);
+
+// Per-symbol power E|s_k|² = 2 (p_k rms_k / c)² of each device's encoded update, from the RMS it reports
+// (DESIGN.md §2): what power control needs to meet the budgets and to weigh truncation errors.
+std::vector<double> symbol_powers(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
+                                  const AircompCodec& codec);
+
+// (‖x̂ − Σ p_k x_k‖², ‖Σ p_k x_k‖²) over the codec's support.
+std::pair<double, double> sum_error(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
+                                    const AircompCodec& codec, const std::vector<float>& estimate);
 
 // Adds CN(0, noise_var) samples to y[0..n): real part then imaginary part of each, from `rng` in that order.
 void add_awgn(std::complex<double>* y, std::size_t n, double noise_var, std::mt19937_64& rng);

@@ -4,10 +4,12 @@
 // s_k is its pre-scaled symbol with E|s_k|² = v_k; the receiver sees y = Σ_k h_k b_k s_k + w, w ~ CN(0, σ²), and
 // estimates the target sum Σ_k s_k as y / √η_m. Policies choose b_k[m] and η_m from the channel:
 //
-//   "truncated"  truncated channel inversion: b = √η / h if |h|² ≥ g_th else 0; one η for all subcarriers, the
+//   "truncated"  truncated channel inversion: b = √η / h if |h|² ≥ g_th·ḡ_k else 0, ḡ_k the device's mean gain
+//                over the carriers (the threshold cuts fades, not path loss); one η for all subcarriers, the
 //                largest that meets every device's average power budget (Zhu-Wang-Huang).
 //   "mmse"       MMSE-optimal threshold policy per subcarrier: devices whose P_k|h_k|² ≥ η invert their channel,
-//                the others send at full power (phase-aligned); η minimises the MSE (Cao-Zhu-Xu-Huang).
+//                the others send at full power (phase-aligned); η minimises the MSE (Cao-Zhu-Xu-Huang). With a
+//                CSI error variance given, inversion is shrunk by the estimate's reliability (robust variant).
 //   "full"       every device sends at full power, phase-aligned; η minimises the MSE.
 //
 // Power budget P_k: for "truncated", the average of |b_k[m]|² v_k over the occupied subcarriers; for "mmse" and
@@ -28,10 +30,17 @@ const char* to_string(PowerPolicy p);
 
 struct PowerControlConfig {
     PowerPolicy policy = PowerPolicy::Truncated;
-    double g_th = 0.1;           // truncation threshold on |h|² ("truncated" only)
+    double g_th = 0.1;           // truncation threshold on |h|² / mean |h|² ("truncated" only)
     double noise_var = 1.0;      // σ² at the receiver
     std::vector<double> budget;  // P_k per device, > 0
     std::vector<double> signal_var;  // v_k = E|s_k|² per device (empty: all 1)
+    // ε_k² = E|h − ĥ|² of each device's channel estimate (empty: perfect CSI). The unknown part of the channel
+    // adds v_k ε_k² |b_k|² / η to the MSE, so "truncated" and "mmse" shrink inversion by 1/(1 + r), r = ε²/|ĥ|²,
+    // which minimises that expected MSE (docs/math.md); "mmse" also weighs it in its choice of η.
+    std::vector<double> csi_error_var;
+    // ε_k² = E|h − ĥ|² of each device's channel estimate (empty: perfect CSI). The unknown part of the channel
+    // adds v_k ε_k² |b_k|² / η to the MSE, so "truncated" and "mmse" shrink inversion by 1/(1 + r), r = ε²/|ĥ|²,
+    // which minimises that expected MSE (docs/math.md); "mmse" also weighs it in its choice of η.
     void validate(std::size_t n_devices) const;
 };
 
@@ -57,6 +66,9 @@ PowerPlan plan_power(const std::vector<std::complex<double>>& h, std::size_t n_d
 // over carriers. With h equal to the channels the plan was made for, this is PowerPlan::mse; with other channels
 // (estimated CSI) it is the MSE the mismatch causes.
 double plan_mse(const PowerPlan& plan, const std::vector<std::complex<double>>& h, const PowerControlConfig& cfg);
+// The same, per carrier (M values).
+std::vector<double> plan_mse_per_carrier(const PowerPlan& plan, const std::vector<std::complex<double>>& h,
+                                         const PowerControlConfig& cfg);
 
 // Ergodic (M → ∞) MSE of truncated channel inversion in i.i.d. Rayleigh fading with unit mean gain, K devices of
 // equal budget P and signal variance v: K v (1 − e^{−g}) + σ² E1(g) / P.

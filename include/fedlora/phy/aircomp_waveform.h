@@ -1,0 +1,50 @@
+// One whole AirComp round at waveform level, single stream:
+//   devices send preamble + time-orthogonal pilots → multi-user channel → server synchronises (Schmidl & Cox),
+//   corrects the common CFO, estimates every device's channel per subcarrier → plans power from those estimates
+//   (and the measured noise) → devices precode and send their encoded updates at once → channel sums them →
+//   server removes the common phase error on the payload pilots, scales by 1/√η and decodes the weighted sum.
+// The report puts the measured NMSE next to the policy's analytic NMSE (plan from the true channel, evaluated on
+// it) and the analytic NMSE of the plan actually used (from estimated CSI, evaluated on the true channel).
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "fedlora/phy/aircomp.h"
+#include "fedlora/phy/chanest.h"
+#include "fedlora/phy/channel.h"
+#include "fedlora/phy/frame.h"
+#include "fedlora/phy/power_control.h"
+
+namespace fedlora::phy {
+
+struct WaveformRoundConfig {
+    FrameConfig frame;                  // n_devices = K, n_tx = 1; numerology with pilot_spacing
+    PowerControlConfig power;           // policy, g_th, per-carrier budgets; noise_var: see below
+    ChannelEstimatorConfig estimator;
+    int timing_backoff = -1;            // FFT windows start this early; -1: cp_len / 8
+    std::size_t lead = 0;               // idle samples before the frame (unknown to the receiver)
+    bool perfect_csi = false;           // plan from the simulator's true channels, perfect timing, no sync
+    // Noise variance the plan uses: the receiver's estimate (from the pilots) unless perfect_csi, where the
+    // channel's configured noise_variance is used.
+};
+
+struct WaveformReport : AircompReport {
+    double nmse_analytic_used_plan = 0.0;  // plan from the CSI used, evaluated on the true channel
+    double detected_start = 0.0;           // frame start found by the synchroniser (samples)
+    double cfo_estimate = 0.0;             // common CFO, subcarrier spacings
+    double mean_cpe_rad = 0.0;             // mean |common phase error| removed per payload symbol
+    std::vector<double> device_snr_db_estimated;  // from the pilots (device_snr_db holds the true values)
+    double noise_var_estimated = 0.0;
+    std::size_t frame_samples = 0;         // preamble + pilots + gap + payload
+    double airtime_s = 0.0;                // frame_samples / sample_rate
+};
+
+// Runs one round through `channel` (which keeps its state: rounds run back to back on one timeline). The channel
+// must have K devices, 1 tx and 1 rx antenna and the numerology's sample rate. Throws std::runtime_error if the
+// synchroniser finds no frame, std::invalid_argument on inconsistent inputs.
+WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
+                                      const AircompCodec& codec, MultiUserChannel& channel,
+                                      const WaveformRoundConfig& cfg, std::vector<float>& estimate);
+
+}  // namespace fedlora::phy

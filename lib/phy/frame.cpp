@@ -1,0 +1,195 @@
+#include "fedlora/phy/frame.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace fedlora::phy {
+
+void FrameConfig::validate() const {
+    numerology.validate();
+    if (numerology.pilot_spacing == 0)
+        throw std::invalid_argument("frame: numerology.pilot_spacing = 0; the payload needs pilot carriers");
+    if (n_devices == 0)
+        throw std::invalid_argument("frame: n_devices = 0");
+    if (n_tx == 0)
+        throw std::invalid_argument("frame: n_tx = 0");
+    if (pilot_repeats == 0 || pilot_repeats > 64)
+        throw std::invalid_argument("frame: pilot_repeats = " + std::to_string(pilot_repeats) + " must be in [1, 64]");
+}
+
+FrameLayout::FrameLayout(const FrameConfig& cfg) : cfg_(cfg) { cfg_.validate(); }
+
+std::complex<float> FrameLayout::payload_pilot(std::size_t i, std::size_t j) const {
+    // A fixed pseudo-random ±1 from a 32-bit integer hash of (i, j): the same on every host.
+    std::uint32_t x = static_cast<std::uint32_t>(i) * 0x9E3779B1u ^ static_cast<std::uint32_t>(j) * 0x85EBCA77u;
+    x ^= x >> 15;
+    x *= 0x2C1B3C6Du;
+    x ^= x >> 12;
+    return (x & 1u) ? std::complex<float>(1.0f, 0.0f) : std::complex<float>(-1.0f, 0.0f);
+}
+
+DeviceTransmitter::DeviceTransmitter(const FrameConfig& cfg, std::size_t device, double power)
+    : layout_(cfg),
+      device_(device),
+      amplitude_(std::sqrt(power)),
+      mod_(cfg.numerology),
+      preamble_(cfg.numerology, cfg.preamble_seed),
+      pilot_(zadoff_chu(static_cast<std::size_t>(cfg.numerology.n_occupied))),
+      grid_(static_cast<std::size_t>(cfg.numerology.n_occupied)) {
+    if (device >= cfg.n_devices)
+        throw std::invalid_argument("device transmitter: device " + std::to_string(device) + " of " +
+                                    std::to_string(cfg.n_devices));
+    if (!(power > 0.0) || !std::isfinite(power))
+        throw std::invalid_argument("device transmitter: power = " + std::to_string(power) + " must be > 0");
+    for (auto& p : pilot_)
+        p *= static_cast<float>(amplitude_);
+}
+
+void DeviceTransmitter::pilot_burst(std::vector<std::vector<std::complex<float>>>& out) {
+    const auto& cfg = layout_.config();
+    if (out.size() != cfg.n_tx)
+        throw std::invalid_argument("device transmitter: " + std::to_string(out.size()) + " output streams for " +
+                                    std::to_string(cfg.n_tx) + " antennas");
+    for (auto& s : out) {
+        if (s.size() < layout_.pilots_end())
+            throw std::invalid_argument("device transmitter: output of " + std::to_string(s.size()) +
+                                        " samples is shorter than the pilot burst (" +
+                                        std::to_string(layout_.pilots_end()) + ")");
+        std::fill(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(layout_.pilots_end()), std::complex<float>{});
+    }
+    const auto& pre = preamble_.samples();
+    for (std::size_t i = 0; i < pre.size(); ++i)
+        out[0][i] = pre[i] * static_cast<float>(amplitude_);
+    // Postamble: the preamble's second (training) symbol with its CP.
+    const std::size_t S = layout_.symbol_len();
+    for (std::size_t i = 0; i < S; ++i)
+        out[0][layout_.postamble_offset() + i] = pre[S + i] * static_cast<float>(amplitude_);
+    for (std::size_t a = 0; a < cfg.n_tx; ++a)
+        for (std::size_t rep = 0; rep < cfg.pilot_repeats; ++rep)
+            mod_.modulate(pilot_.data(), out[a].data() + layout_.pilot_offset(device_, a, rep), 1);
+}
+
+void DeviceTransmitter::payload(const std::vector<std::complex<float>>& data, const std::vector<std::complex<double>>& b,
+                                std::vector<std::complex<float>>& out) {
+    const auto& num = layout_.config().numerology;
+    const auto data_pos = num.data_positions();
+    const auto pilot_pos = num.pilot_positions();
+    const std::size_t n_data = data_pos.size();
+    if (data.size() % n_data != 0)
+        throw std::invalid_argument("device transmitter: " + std::to_string(data.size()) +
+                                    " payload values are not whole OFDM symbols of " + std::to_string(n_data));
+    if (b.size() != static_cast<std::size_t>(num.n_occupied))
+        throw std::invalid_argument("device transmitter: " + std::to_string(b.size()) + " precoders for " +
+                                    std::to_string(num.n_occupied) + " carriers");
+    const std::size_t n = data.size() / n_data;
+    out.resize(n * layout_.symbol_len());
+    for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t j = 0; j < n_data; ++j) {
+            const auto m = static_cast<std::size_t>(data_pos[j]);
+            grid_[m] = std::complex<float>(std::complex<double>(data[i * n_data + j]) * b[m]);
+        }
+        for (std::size_t j = 0; j < pilot_pos.size(); ++j) {
+            const auto m = static_cast<std::size_t>(pilot_pos[j]);
+            grid_[m] = std::complex<float>(std::complex<double>(layout_.payload_pilot(i, j)) * b[m]);
+        }
+        mod_.modulate(grid_.data(), out.data() + i * layout_.symbol_len(), 1);
+    }
+}
+
+FrameReceiver::FrameReceiver(const FrameConfig& cfg, const ChannelEstimatorConfig& est, int timing_backoff)
+    : layout_(cfg),
+      backoff_(timing_backoff),
+      demod_(cfg.numerology),
+      estimator_(make_channel_estimator(cfg.numerology, est)),
+      pilot_(zadoff_chu(static_cast<std::size_t>(cfg.numerology.n_occupied))),
+      y_(static_cast<std::size_t>(cfg.numerology.n_occupied)),
+      y2_(static_cast<std::size_t>(cfg.numerology.n_occupied)),
+      acc_(static_cast<std::size_t>(cfg.numerology.n_occupied)),
+      data_pos_(cfg.numerology.data_positions()),
+      pilot_pos_(cfg.numerology.pilot_positions()) {
+    if (timing_backoff < 0 || timing_backoff > cfg.numerology.cp_len)
+        throw std::invalid_argument("frame receiver: timing_backoff = " + std::to_string(timing_backoff) +
+                                    " must be in [0, cp_len = " + std::to_string(cfg.numerology.cp_len) + "]");
+}
+
+double FrameReceiver::residual_cfo(const std::vector<std::complex<float>>& rx, std::size_t start) {
+    const std::size_t S = layout_.symbol_len();
+    if (start < static_cast<std::size_t>(backoff_) || start - backoff_ + layout_.pilots_end() > rx.size())
+        throw std::invalid_argument("frame receiver: the pilot burst at " + std::to_string(start) +
+                                    " does not fit in the " + std::to_string(rx.size()) + " received samples");
+    demod_.demodulate(rx.data() + start - backoff_ + S, y_.data(), 1);
+    demod_.demodulate(rx.data() + start - backoff_ + layout_.postamble_offset(), y2_.data(), 1);
+    // Same transmitted symbol, same channel: the phase between them is the residual CFO times the distance.
+    std::complex<double> c = 0.0;
+    for (std::size_t m = 0; m < y_.size(); ++m)
+        c += std::complex<double>(y2_[m]) * std::conj(std::complex<double>(y_[m]));
+    const double distance = static_cast<double>(layout_.postamble_offset() - S);
+    return std::abs(c) > 0.0 ? std::arg(c) / distance : 0.0;
+}
+
+void FrameReceiver::estimate_channels(const std::vector<std::complex<float>>& rx, std::size_t start,
+                                      const std::vector<double>& pilot_power, std::vector<ChannelEstimate>& est) {
+    const auto& cfg = layout_.config();
+    if (pilot_power.size() != cfg.n_devices)
+        throw std::invalid_argument("frame receiver: " + std::to_string(pilot_power.size()) + " pilot powers for " +
+                                    std::to_string(cfg.n_devices) + " devices");
+    if (start < static_cast<std::size_t>(backoff_) || start - backoff_ + layout_.pilots_end() > rx.size())
+        throw std::invalid_argument("frame receiver: the pilot burst at " + std::to_string(start) +
+                                    " does not fit in the " + std::to_string(rx.size()) + " received samples");
+    est.resize(cfg.n_devices * cfg.n_tx);
+    for (std::size_t k = 0; k < cfg.n_devices; ++k) {
+        const double amp = std::sqrt(pilot_power[k]);
+        for (std::size_t a = 0; a < cfg.n_tx; ++a) {
+            // Average the R repetitions: the noise variance of the average is σ²/R.
+            const auto R = static_cast<float>(cfg.pilot_repeats);
+            std::fill(acc_.begin(), acc_.end(), std::complex<float>{});
+            for (std::size_t rep = 0; rep < cfg.pilot_repeats; ++rep) {
+                demod_.demodulate(rx.data() + start - backoff_ + layout_.pilot_offset(k, a, rep), y_.data(), 1);
+                for (std::size_t m = 0; m < acc_.size(); ++m)
+                    acc_[m] += y_[m] / R;
+            }
+            auto& e = est[k * cfg.n_tx + a];
+            estimator_->estimate(acc_.data(), pilot_.data(), 0.0, e);
+            for (auto& v : e.h)
+                v /= static_cast<float>(amp);
+            e.error_var /= pilot_power[k];
+            e.noise_var *= R;                   // back to the noise of one received symbol
+            e.snr_db -= 10.0 * std::log10(R);  // per-symbol SNR
+            // noise_var stays the receiver's noise per carrier; snr_db the device's receive SNR per carrier at
+            // its pilot (full) power.
+        }
+    }
+}
+
+double FrameReceiver::payload(const std::vector<std::complex<float>>& rx, std::size_t start, std::size_t n,
+                              const std::vector<std::complex<double>>& expected_gain, const std::vector<double>& eta,
+                              std::vector<std::complex<float>>& out) {
+    const auto& num = layout_.config().numerology;
+    const auto M = static_cast<std::size_t>(num.n_occupied);
+    if (expected_gain.size() != M || eta.size() != M)
+        throw std::invalid_argument("frame receiver: expected_gain and eta need one value per occupied carrier");
+    if (start < static_cast<std::size_t>(backoff_) || start - backoff_ + layout_.payload_offset(n) > rx.size())
+        throw std::invalid_argument("frame receiver: " + std::to_string(n) + " payload symbols do not fit in the " +
+                                    std::to_string(rx.size()) + " received samples");
+    out.resize(n * data_pos_.size());
+    double cpe_sum = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+        demod_.demodulate(rx.data() + start - backoff_ + layout_.payload_offset(i), y_.data(), 1);
+        std::complex<double> c = 0.0;
+        for (std::size_t j = 0; j < pilot_pos_.size(); ++j) {
+            const auto m = static_cast<std::size_t>(pilot_pos_[j]);
+            c += std::complex<double>(y_[m]) * std::conj(expected_gain[m] * std::complex<double>(layout_.payload_pilot(i, j)));
+        }
+        const double cpe = std::abs(c) > 0.0 ? std::arg(c) : 0.0;
+        cpe_sum += std::abs(cpe);
+        const auto derot = std::polar(1.0, -cpe);
+        for (std::size_t j = 0; j < data_pos_.size(); ++j) {
+            const auto m = static_cast<std::size_t>(data_pos_[j]);
+            out[i * data_pos_.size() + j] = std::complex<float>(std::complex<double>(y_[m]) * derot / std::sqrt(eta[m]));
+        }
+    }
+    return n ? cpe_sum / static_cast<double>(n) : 0.0;
+}
+
+}  // namespace fedlora::phy
