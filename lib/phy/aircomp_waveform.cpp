@@ -1,10 +1,13 @@
 #include "fedlora/phy/aircomp_waveform.h"
 
+#include <Eigen/Dense>
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
 
+#include "fedlora/phy/mimo.h"
 #include "fedlora/phy/sync.h"
 
 namespace fedlora::phy {
@@ -14,41 +17,174 @@ namespace {
 using cf = std::complex<float>;
 using cd = std::complex<double>;
 
-// Runs `tx[k]` (one stream per device, all the same length) through the channel and appends to rx.
-void through_channel(MultiUserChannel& ch, const std::vector<std::vector<cf>>& tx, std::vector<cf>& rx) {
+// Channels of every (device, rx, tx) link on the occupied carriers: h[((k·R + r)·T + a)·M + m].
+struct Channels {
+    std::size_t K = 0, R = 0, T = 0, M = 0;
+    std::vector<cd> h;
+    cd& at(std::size_t k, std::size_t r, std::size_t a, std::size_t m) { return h[((k * R + r) * T + a) * M + m]; }
+    cd at(std::size_t k, std::size_t r, std::size_t a, std::size_t m) const { return h[((k * R + r) * T + a) * M + m]; }
+    Eigen::MatrixXcd matrix(std::size_t k, std::size_t m) const {
+        Eigen::MatrixXcd x(static_cast<Eigen::Index>(R), static_cast<Eigen::Index>(T));
+        for (std::size_t r = 0; r < R; ++r)
+            for (std::size_t a = 0; a < T; ++a)
+                x(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(a)) = at(k, r, a, m);
+        return x;
+    }
+};
+
+// What the server decides for a round, in the general (multi-stream) form. Single-stream is L = T = R = 1 with
+// precoder b_k[m] and combiner 1/√η_m.
+struct Plan {
+    std::size_t L = 1;
+    std::vector<std::vector<cd>> precoders;  // per device: [(m·T + a)·L + l]
+    std::vector<cd> combiner;                // [(m·L + l)·R + r]
+    double truncated_fraction = 0.0;
+};
+
+// Runs the device streams `tx` (K·T streams, same length) through the channel and appends to rx[r].
+void through_channel(MultiUserChannel& ch, const std::vector<std::vector<cf>>& tx, std::vector<std::vector<cf>>& rx) {
     const std::size_t n = tx.front().size();
     std::vector<const cf*> in(tx.size());
-    for (std::size_t k = 0; k < tx.size(); ++k)
-        in[k] = tx[k].data();
-    const std::size_t at = rx.size();
-    rx.resize(at + n);
-    cf* out = rx.data() + at;
-    ch.process(in.data(), &out, n);
-}
-
-// True per-carrier channels H[k*M + m] seen by FFT windows starting `reference_delay` samples after the
-// transmitted ones.
-std::vector<cd> true_channels(const MultiUserChannel& ch, const Numerology& num, double reference_delay) {
-    const auto K = static_cast<std::size_t>(ch.n_devices());
-    const auto M = static_cast<std::size_t>(num.n_occupied);
-    std::vector<cd> h(K * M);
-    std::vector<cf> buf(M);
-    for (std::size_t k = 0; k < K; ++k) {
-        ch.frequency_response(num, static_cast<int>(k), 0, 0, buf.data(), reference_delay);
-        for (std::size_t m = 0; m < M; ++m)
-            h[k * M + m] = cd(buf[m]);
+    for (std::size_t i = 0; i < tx.size(); ++i)
+        in[i] = tx[i].data();
+    std::vector<cf*> out(rx.size());
+    const std::size_t at = rx.front().size();
+    for (std::size_t r = 0; r < rx.size(); ++r) {
+        rx[r].resize(at + n);
+        out[r] = rx[r].data() + at;
     }
-    return h;
+    ch.process(in.data(), out.data(), n);
 }
 
-// Expected NMSE of a plan on true channels: per-carrier MSE summed over the carriers the payload symbols use.
-double analytic_nmse(const PowerPlan& plan, const std::vector<cd>& h, const PowerControlConfig& pc,
+Channels true_channels(const MultiUserChannel& ch, const Numerology& num, double reference_delay) {
+    Channels c;
+    c.K = static_cast<std::size_t>(ch.n_devices());
+    c.R = static_cast<std::size_t>(ch.n_rx());
+    c.T = static_cast<std::size_t>(ch.n_tx());
+    c.M = static_cast<std::size_t>(num.n_occupied);
+    c.h.resize(c.K * c.R * c.T * c.M);
+    std::vector<cf> buf(c.M);
+    for (std::size_t k = 0; k < c.K; ++k)
+        for (std::size_t r = 0; r < c.R; ++r)
+            for (std::size_t a = 0; a < c.T; ++a) {
+                ch.frequency_response(num, static_cast<int>(k), static_cast<int>(r), static_cast<int>(a), buf.data(),
+                                      reference_delay);
+                for (std::size_t m = 0; m < c.M; ++m)
+                    c.at(k, r, a, m) = cd(buf[m]);
+            }
+    return c;
+}
+
+Plan single_stream_plan(const Channels& h, const PowerControlConfig& pc) {
+    const std::size_t K = h.K, M = h.M;
+    std::vector<cd> hk(K * M);
+    for (std::size_t k = 0; k < K; ++k)
+        for (std::size_t m = 0; m < M; ++m)
+            hk[k * M + m] = h.at(k, 0, 0, m);
+    const auto pp = plan_power(hk, K, M, pc);
+    Plan p;
+    p.precoders.assign(K, std::vector<cd>(M));
+    for (std::size_t k = 0; k < K; ++k)
+        for (std::size_t m = 0; m < M; ++m)
+            p.precoders[k][m] = pp.b(k, m);
+    p.combiner.resize(M);
+    for (std::size_t m = 0; m < M; ++m)
+        p.combiner[m] = 1.0 / std::sqrt(pp.eta[m]);
+    p.truncated_fraction = pp.truncated_fraction;
+    return p;
+}
+
+// Per-subcarrier MIMO designs. Each subcarrier starts from warm[m] if given, else from the previous subcarrier's
+// beamformer (neighbouring subcarriers have similar channels). beamformers receives the A of every subcarrier.
+Plan multi_stream_plan(const Channels& h, std::size_t L, const PowerControlConfig& pc, int iterations,
+                       const std::vector<Eigen::MatrixXcd>* warm, std::vector<Eigen::MatrixXcd>* beamformers) {
+    MimoConfig mc;
+    mc.n_streams = L;
+    mc.noise_var = pc.noise_var;
+    mc.budget = pc.budget;
+    mc.signal_var = pc.signal_var;
+    mc.csi_error_var = pc.csi_error_var;
+    mc.max_iterations = iterations;
+    Plan p;
+    p.L = L;
+    p.precoders.assign(h.K, std::vector<cd>(h.M * h.T * L));
+    p.combiner.resize(h.M * L * h.R);
+    std::vector<Eigen::MatrixXcd> hm(h.K);
+    Eigen::MatrixXcd prev;
+    for (std::size_t m = 0; m < h.M; ++m) {
+        for (std::size_t k = 0; k < h.K; ++k)
+            hm[k] = h.matrix(k, m);
+        const Eigen::MatrixXcd* start = warm ? &(*warm)[m] : (m == 0 ? nullptr : &prev);
+        const auto d = mimo_design(hm, mc, start);
+        prev = d.A;
+        if (beamformers)
+            beamformers->push_back(d.A);
+        for (std::size_t k = 0; k < h.K; ++k)
+            for (std::size_t a = 0; a < h.T; ++a)
+                for (std::size_t l = 0; l < L; ++l)
+                    p.precoders[k][(m * h.T + a) * L + l] =
+                        d.B[k](static_cast<Eigen::Index>(a), static_cast<Eigen::Index>(l));
+        for (std::size_t l = 0; l < L; ++l)
+            for (std::size_t r = 0; r < h.R; ++r)
+                p.combiner[(m * L + l) * h.R + r] =
+                    std::conj(d.A(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(l))) / std::sqrt(d.eta);
+    }
+    return p;
+}
+
+// G[m] = W[m] Σ_k H_k[m] P_k[m] (L × L): the response the plan gives on the channels h.
+std::vector<cd> response(const Plan& p, const Channels& h) {
+    const std::size_t L = p.L;
+    std::vector<cd> g(h.M * L * L, cd{});
+    for (std::size_t m = 0; m < h.M; ++m)
+        for (std::size_t k = 0; k < h.K; ++k)
+            for (std::size_t l = 0; l < L; ++l)
+                for (std::size_t l2 = 0; l2 < L; ++l2) {
+                    cd v = 0.0;
+                    for (std::size_t r = 0; r < h.R; ++r)
+                        for (std::size_t a = 0; a < h.T; ++a)
+                            v += p.combiner[(m * L + l) * h.R + r] * h.at(k, r, a, m) *
+                                 p.precoders[k][(m * h.T + a) * L + l2];
+                    g[(m * L + l) * L + l2] += v;
+                }
+    return g;
+}
+
+// Expected error energy per (carrier, stream) of a plan on channels h with independent symbols of power v_k and
+// noise σ²: E|e_l|² = Σ_k v_k Σ_l2 |(W H_k P_k)(l, l2) − δ(l, l2)|² + σ² Σ_r |W(l, r)|².
+std::vector<double> stream_mse(const Plan& p, const Channels& h, const std::vector<double>& v, double noise_var) {
+    const std::size_t L = p.L;
+    std::vector<double> e(h.M * L, 0.0);
+    for (std::size_t m = 0; m < h.M; ++m)
+        for (std::size_t l = 0; l < L; ++l) {
+            double acc = 0.0;
+            for (std::size_t r = 0; r < h.R; ++r)
+                acc += noise_var * std::norm(p.combiner[(m * L + l) * h.R + r]);
+            for (std::size_t k = 0; k < h.K; ++k)
+                for (std::size_t l2 = 0; l2 < L; ++l2) {
+                    cd g = 0.0;
+                    for (std::size_t r = 0; r < h.R; ++r)
+                        for (std::size_t a = 0; a < h.T; ++a)
+                            g += p.combiner[(m * L + l) * h.R + r] * h.at(k, r, a, m) *
+                                 p.precoders[k][(m * h.T + a) * L + l2];
+                    acc += v[k] * std::norm(g - (l == l2 ? 1.0 : 0.0));
+                }
+            e[m * L + l] = acc;
+        }
+    return e;
+}
+
+// NMSE the plan should give: the per-(carrier, stream) errors summed over the symbols the payload uses.
+double analytic_nmse(const Plan& p, const Channels& h, const std::vector<double>& v, double noise_var,
                      const std::vector<int>& data_pos, std::size_t n_sym, double scale, double ref) {
-    const auto per = plan_mse_per_carrier(plan, h, pc);
-    double e = 0.0;
-    for (std::size_t i = 0; i < n_sym; ++i)
-        e += per[static_cast<std::size_t>(data_pos[i % data_pos.size()])];
-    return ref > 0.0 ? e * scale * scale / ref : 0.0;
+    const auto e = stream_mse(p, h, v, noise_var);
+    const std::size_t n_data = data_pos.size(), L = p.L;
+    double total = 0.0;
+    for (std::size_t s = 0; s < n_sym; ++s) {
+        const std::size_t l = (s / n_data) % L, j = s % n_data;
+        total += e[static_cast<std::size_t>(data_pos[j]) * L + l];
+    }
+    return ref > 0.0 ? total * scale * scale / ref : 0.0;
 }
 
 }  // namespace
@@ -61,15 +197,23 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
     fc.validate();
     const auto& num = fc.numerology;
     const std::size_t K = updates.size();
+    const bool mimo = cfg.n_streams > 0;
+    const std::size_t L = mimo ? cfg.n_streams : 1;
+    const std::size_t T = fc.n_tx;
+    const auto R = static_cast<std::size_t>(channel.n_rx());
     if (K == 0 || weights.size() != K || fc.n_devices != K)
         throw std::invalid_argument("waveform round: " + std::to_string(K) + " updates, " +
                                     std::to_string(weights.size()) + " weights, frame for " +
                                     std::to_string(fc.n_devices) + " devices");
-    if (fc.n_tx != 1 || channel.n_tx() != 1 || channel.n_rx() != 1)
-        throw std::invalid_argument("waveform round: the single-stream round needs n_tx = n_rx = 1");
-    if (static_cast<std::size_t>(channel.n_devices()) != K)
+    if (static_cast<std::size_t>(channel.n_devices()) != K || static_cast<std::size_t>(channel.n_tx()) != T)
         throw std::invalid_argument("waveform round: channel has " + std::to_string(channel.n_devices()) +
-                                    " devices, " + std::to_string(K) + " updates");
+                                    " devices x " + std::to_string(channel.n_tx()) + " antennas, the frame " +
+                                    std::to_string(K) + " x " + std::to_string(T));
+    if (!mimo && (T != 1 || R != 1))
+        throw std::invalid_argument("waveform round: single-stream needs n_tx = n_rx = 1 (set n_streams for MIMO)");
+    if (mimo && (T < L || R < L))
+        throw std::invalid_argument("waveform round: " + std::to_string(L) + " streams need n_tx >= L and n_rx >= L (" +
+                                    std::to_string(T) + ", " + std::to_string(R) + ")");
     if (std::abs(channel.config().sample_rate - num.sample_rate) > 1e-9 * num.sample_rate)
         throw std::invalid_argument("waveform round: channel sample rate differs from the numerology's");
     for (std::size_t k = 0; k < K; ++k)
@@ -83,7 +227,7 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
     const auto data_pos = num.data_positions();
     const std::size_t n_data = data_pos.size();
     const std::size_t n_sym = codec.n_symbols();
-    const std::size_t n_ofdm = (n_sym + n_data - 1) / n_data;
+    const std::size_t n_ofdm = (n_sym + L * n_data - 1) / (L * n_data);
 
     SyncConfig sc;
     sc.numerology = num;
@@ -96,15 +240,17 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
 
     // --- pilot burst: every device from sample `lead` on the common timeline --------------------------------
     const std::size_t burst = cfg.lead + layout.pilots_end() + frame.gap;
-    std::vector<std::vector<cf>> tx(K, std::vector<cf>(burst, cf{}));
+    std::vector<std::vector<cf>> tx(K * T, std::vector<cf>(burst, cf{}));
+    std::vector<std::vector<cf>> one(T, std::vector<cf>(layout.pilots_end()));
     for (std::size_t k = 0; k < K; ++k) {
-        DeviceTransmitter dev(frame, k, cfg.power.budget[k]);
-        std::vector<std::vector<cf>> one(1, std::vector<cf>(layout.pilots_end()));
+        DeviceTransmitter dev(frame, k, cfg.power.budget[k] / static_cast<double>(T));
         dev.pilot_burst(one);
-        std::copy(one[0].begin(), one[0].end(), tx[k].begin() + static_cast<std::ptrdiff_t>(cfg.lead));
+        for (std::size_t a = 0; a < T; ++a)
+            std::copy(one[a].begin(), one[a].end(), tx[k * T + a].begin() + static_cast<std::ptrdiff_t>(cfg.lead));
     }
-    std::vector<cf> rx;
-    rx.reserve(burst + n_ofdm * layout.symbol_len());
+    std::vector<std::vector<cf>> rx(R);
+    for (auto& r : rx)
+        r.reserve(burst + n_ofdm * layout.symbol_len());
     through_channel(channel, tx, rx);
 
     WaveformReport rep;
@@ -112,11 +258,11 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
     double cfo_rad = 0.0;
     if (!cfg.perfect_csi) {
         std::vector<SyncDetection> det;
-        det.reserve(sync.max_detections(rx.size()));
-        sync.process(rx.data(), rx.size(), det);
+        det.reserve(sync.max_detections(rx[0].size()));
+        sync.process(rx[0].data(), rx[0].size(), det);
         if (det.empty())
-            throw std::runtime_error("waveform round: the synchroniser found no frame in " + std::to_string(rx.size()) +
-                                     " samples (SNR too low for the preamble?)");
+            throw std::runtime_error("waveform round: the synchroniser found no frame in " +
+                                     std::to_string(rx[0].size()) + " samples (SNR too low for the preamble?)");
         start = static_cast<std::size_t>(det.front().start);
         cfo_rad = det.front().cfo_rad_per_sample;
         rep.cfo_estimate = det.front().cfo;
@@ -125,111 +271,119 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
     if (start < static_cast<std::size_t>(backoff))
         throw std::runtime_error("waveform round: frame detected at sample " + std::to_string(start) +
                                  ", earlier than the timing backoff");
-    // Common CFO removed from the frame start on, phase-continuous into the payload.
-    CfoCorrector cfo(cfo_rad);
+    // Common CFO removed from the frame start on, on every antenna, phase-continuous into the payload.
     const std::size_t fix_from = start - static_cast<std::size_t>(backoff);
-    cfo.apply(rx.data() + fix_from, rx.data() + fix_from, rx.size() - fix_from);
-
+    auto correct_all = [&](double omega, double phase, std::size_t from) {
+        double end_phase = phase;
+        for (auto& r : rx) {
+            CfoCorrector c(omega, phase);
+            c.apply(r.data() + from, r.data() + from, r.size() - from);
+            end_phase = c.phase();
+        }
+        return end_phase;
+    };
+    double cfo_phase = correct_all(cfo_rad, 0.0, fix_from);
     if (!cfg.perfect_csi) {
         // Refine with the residual CFO between preamble and postamble, so that every device's channel estimate
         // refers to the same phase reference whatever its slot.
-        const double residual = receiver.residual_cfo(rx, start);
-        cfo_rad += residual;
+        const double residual = receiver.residual_cfo(rx[0], start);
         rep.cfo_estimate += residual * num.fft_size / (2.0 * M_PI);
-        CfoCorrector refine(residual);
-        refine.apply(rx.data() + fix_from, rx.data() + fix_from, rx.size() - fix_from);
-        cfo = CfoCorrector(cfo_rad, cfo.phase() + refine.phase());
+        cfo_phase += correct_all(residual, 0.0, fix_from);
+        cfo_rad += residual;
     }
 
-    // --- channel estimates: from the pilots, or the truth --------------------------------------------------
+    // --- channel state: from the pilots, or the truth -------------------------------------------------------
     const double ref_delay = static_cast<double>(start) - backoff - static_cast<double>(cfg.lead);
     const auto h_true = true_channels(channel, num, ref_delay);
-    std::vector<cd> h_used;
+    const double noise_true = channel.config().noise_variance;
     PowerControlConfig pc = cfg.power;
     pc.signal_var = symbol_powers(updates, weights, codec);
+    // Pilots go out at P_k / N_t per antenna; the estimates are divided by that amplitude.
+    std::vector<double> pilot_power(K);
+    for (std::size_t k = 0; k < K; ++k)
+        pilot_power[k] = cfg.power.budget[k] / static_cast<double>(T);
     rep.device_snr_db.resize(K);
     for (std::size_t k = 0; k < K; ++k) {
         double g = 0.0;
-        for (std::size_t m = 0; m < M; ++m)
-            g += std::norm(h_true[k * M + m]);
-        rep.device_snr_db[k] =
-            10.0 * std::log10(g / static_cast<double>(M) * pc.budget[k] / channel.config().noise_variance);
+        for (std::size_t i = 0; i < R * T * M; ++i)
+            g += std::norm(h_true.h[k * R * T * M + i]);
+        rep.device_snr_db[k] = 10.0 * std::log10(g / static_cast<double>(R * T * M) * pilot_power[k] / noise_true);
     }
+    Channels h_used = h_true;
     if (cfg.perfect_csi) {
-        h_used = h_true;
-        pc.noise_var = channel.config().noise_variance;
+        pc.noise_var = noise_true;
     } else {
-        std::vector<ChannelEstimate> est;
-        receiver.estimate_channels(rx, start, pc.budget, est);
-        h_used.resize(K * M);
         double nv = 0.0;
-        rep.device_snr_db_estimated.resize(K);
-        pc.csi_error_var.resize(K);
-        for (std::size_t k = 0; k < K; ++k) {
-            pc.csi_error_var[k] = est[k].error_var;
-            for (std::size_t m = 0; m < M; ++m)
-                h_used[k * M + m] = cd(est[k].h[m]);
-            nv += est[k].noise_var / static_cast<double>(K);
-            rep.device_snr_db_estimated[k] = est[k].snr_db;
+        rep.device_snr_db_estimated.assign(K, 0.0);
+        pc.csi_error_var.assign(K, 0.0);
+        std::vector<ChannelEstimate> est;
+        for (std::size_t r = 0; r < R; ++r) {
+            receiver.estimate_channels(rx[r], start, pilot_power, est);
+            for (std::size_t k = 0; k < K; ++k)
+                for (std::size_t a = 0; a < T; ++a) {
+                    const auto& e = est[k * T + a];
+                    for (std::size_t m = 0; m < M; ++m)
+                        h_used.at(k, r, a, m) = cd(e.h[m]);
+                    const double share = 1.0 / static_cast<double>(R * T);
+                    nv += e.noise_var * share / static_cast<double>(K);
+                    pc.csi_error_var[k] += e.error_var * share;
+                    rep.device_snr_db_estimated[k] += e.snr_db * share;
+                }
         }
         pc.noise_var = nv;
     }
     rep.noise_var_estimated = pc.noise_var;
-    const auto plan = plan_power(h_used, K, M, pc);
+    std::vector<Eigen::MatrixXcd> beamformers;
+    const Plan plan = mimo ? multi_stream_plan(h_used, L, pc, cfg.mimo_iterations, nullptr, &beamformers)
+                           : single_stream_plan(h_used, pc);
 
     // --- payload: every device encodes, precodes and transmits at once ---------------------------------------
-    std::vector<cf> sym(n_ofdm * n_data, cf{}), wave;
-    std::vector<cd> b(M);
+    std::vector<cf> sym(n_ofdm * L * n_data, cf{});
+    std::vector<std::vector<cf>> wave;
     for (std::size_t k = 0; k < K; ++k) {
         std::fill(sym.begin(), sym.end(), cf{});
         codec.encode(updates[k].data(), weights[k], sym.data());
-        for (std::size_t m = 0; m < M; ++m)
-            b[m] = plan.b(k, m);
-        DeviceTransmitter dev(frame, k, cfg.power.budget[k]);
-        dev.payload(sym, b, wave);
-        tx[k].assign(wave.begin(), wave.end());
+        DeviceTransmitter dev(frame, k, pilot_power[k]);
+        dev.payload(sym, L, plan.precoders[k], wave);
+        for (std::size_t a = 0; a < T; ++a)
+            tx[k * T + a].assign(wave[a].begin(), wave[a].end());
     }
-    const std::size_t before = rx.size();
+    const std::size_t before = rx[0].size();
     through_channel(channel, tx, rx);
-    cfo.apply(rx.data() + before, rx.data() + before, rx.size() - before);
+    correct_all(cfo_rad, cfo_phase, before);
 
-    // --- receive: common phase, scaling, decoding -------------------------------------------------------------
-    std::vector<cd> gain(M, cd{});
-    for (std::size_t m = 0; m < M; ++m)
-        for (std::size_t k = 0; k < K; ++k)
-            gain[m] += h_used[k * M + m] * plan.b(k, m);
+    // --- receive: combining, common phase, decoding ------------------------------------------------------------
     std::vector<cf> data;
-    // The payload follows the pilot burst and the gap on the common timeline; `start` is the detected frame
-    // start, so the payload's first window is at start + payload_offset(0) (the lead is already in `start`).
-    rep.mean_cpe_rad = receiver.payload(rx, start, n_ofdm, gain, plan.eta, data);
+    rep.mean_cpe_rad = receiver.payload(rx, start, n_ofdm, L, plan.combiner, response(plan, h_used), data);
     estimate.resize(codec.dim);
     codec.decode(data.data(), estimate.data());
 
     const auto [err, ref] = sum_error(updates, weights, codec, estimate);
     rep.nmse_measured = ref > 0.0 ? err / ref : 0.0;
-    const auto plan_true = cfg.perfect_csi ? plan : [&] {
-        auto pt = pc;
-        pt.noise_var = channel.config().noise_variance;
-        pt.csi_error_var.clear();
-        return plan_power(h_true, K, M, pt);
-    }();
+    // The policy's NMSE with perfect CSI: its plan for the true channels and noise, evaluated on them. The MIMO
+    // beamformer search is local, so it starts from the beamformers of the plan used: the comparison then measures
+    // what estimated CSI costs, not which local optimum each search happened to reach.
     auto pc_true = pc;
-    pc_true.noise_var = channel.config().noise_variance;
+    pc_true.noise_var = noise_true;
     pc_true.csi_error_var.clear();
-    rep.nmse_analytic = analytic_nmse(plan_true, h_true, pc_true, data_pos, n_sym, codec.scale, ref);
-    // The absolute phase of the estimates is arbitrary (the receiver removes the common phase on the payload
-    // pilots), so the plan used is evaluated on the true channels turned to the estimates' common phase.
+    const Plan plan_true = cfg.perfect_csi ? plan
+                           : mimo ? multi_stream_plan(h_true, L, pc_true, cfg.mimo_iterations, &beamformers, nullptr)
+                                  : single_stream_plan(h_true, pc_true);
+    rep.nmse_analytic = analytic_nmse(plan_true, h_true, pc.signal_var, noise_true, data_pos, n_sym, codec.scale, ref);
+    // The plan actually used, evaluated on the true channels turned to the estimates' common phase (the absolute
+    // phase of the estimates is arbitrary: the receiver removes the common phase on the payload pilots).
     cd align = 0.0;
-    for (std::size_t i = 0; i < h_true.size(); ++i)
-        align += h_used[i] * std::conj(h_true[i]);
-    auto h_aligned = h_true;
+    for (std::size_t i = 0; i < h_true.h.size(); ++i)
+        align += h_used.h[i] * std::conj(h_true.h[i]);
+    Channels h_aligned = h_true;
     if (std::abs(align) > 0.0)
-        for (auto& v : h_aligned)
+        for (auto& v : h_aligned.h)
             v *= align / std::abs(align);
-    rep.nmse_analytic_used_plan = analytic_nmse(plan, h_aligned, pc_true, data_pos, n_sym, codec.scale, ref);
+    rep.nmse_analytic_used_plan =
+        analytic_nmse(plan, h_aligned, pc.signal_var, noise_true, data_pos, n_sym, codec.scale, ref);
     rep.truncated_fraction = plan.truncated_fraction;
     rep.ofdm_symbols = n_ofdm;
-    rep.channel_uses = n_ofdm * M;
+    rep.channel_uses = n_ofdm * M;  // time-frequency resources: the L streams share them
     rep.frame_samples = layout.frame_len(n_ofdm);
     rep.airtime_s = static_cast<double>(rep.frame_samples) / num.sample_rate;
     return rep;

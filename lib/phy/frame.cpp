@@ -14,6 +14,8 @@ void FrameConfig::validate() const {
         throw std::invalid_argument("frame: n_devices = 0");
     if (n_tx == 0)
         throw std::invalid_argument("frame: n_tx = 0");
+    if (reference_interval == 0)
+        throw std::invalid_argument("frame: reference_interval = 0");
     if (pilot_repeats == 0 || pilot_repeats > 64)
         throw std::invalid_argument("frame: pilot_repeats = " + std::to_string(pilot_repeats) + " must be in [1, 64]");
 }
@@ -36,7 +38,9 @@ DeviceTransmitter::DeviceTransmitter(const FrameConfig& cfg, std::size_t device,
       mod_(cfg.numerology),
       preamble_(cfg.numerology, cfg.preamble_seed),
       pilot_(zadoff_chu(static_cast<std::size_t>(cfg.numerology.n_occupied))),
-      grid_(static_cast<std::size_t>(cfg.numerology.n_occupied)) {
+      grid_(static_cast<std::size_t>(cfg.numerology.n_occupied)),
+      data_pos_(cfg.numerology.data_positions()),
+      pilot_pos_(cfg.numerology.pilot_positions()) {
     if (device >= cfg.n_devices)
         throw std::invalid_argument("device transmitter: device " + std::to_string(device) + " of " +
                                     std::to_string(cfg.n_devices));
@@ -58,42 +62,57 @@ void DeviceTransmitter::pilot_burst(std::vector<std::vector<std::complex<float>>
                                         std::to_string(layout_.pilots_end()) + ")");
         std::fill(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(layout_.pilots_end()), std::complex<float>{});
     }
+    // Preamble and postamble go out on the first antenna only, at the power of all antennas together.
     const auto& pre = preamble_.samples();
+    const auto pre_amp = static_cast<float>(amplitude_ * std::sqrt(static_cast<double>(cfg.n_tx)));
     for (std::size_t i = 0; i < pre.size(); ++i)
-        out[0][i] = pre[i] * static_cast<float>(amplitude_);
-    // Postamble: the preamble's second (training) symbol with its CP.
+        out[0][i] = pre[i] * pre_amp;
+    // Training symbols: the preamble's second symbol with its CP, after every group of pilot slots.
     const std::size_t S = layout_.symbol_len();
-    for (std::size_t i = 0; i < S; ++i)
-        out[0][layout_.postamble_offset() + i] = pre[S + i] * static_cast<float>(amplitude_);
+    for (std::size_t g = 1; g <= layout_.n_references(); ++g)
+        for (std::size_t i = 0; i < S; ++i)
+            out[0][layout_.reference_offset(g) + i] = pre[S + i] * pre_amp;
     for (std::size_t a = 0; a < cfg.n_tx; ++a)
         for (std::size_t rep = 0; rep < cfg.pilot_repeats; ++rep)
             mod_.modulate(pilot_.data(), out[a].data() + layout_.pilot_offset(device_, a, rep), 1);
 }
 
-void DeviceTransmitter::payload(const std::vector<std::complex<float>>& data, const std::vector<std::complex<double>>& b,
-                                std::vector<std::complex<float>>& out) {
-    const auto& num = layout_.config().numerology;
-    const auto data_pos = num.data_positions();
-    const auto pilot_pos = num.pilot_positions();
-    const std::size_t n_data = data_pos.size();
-    if (data.size() % n_data != 0)
+void DeviceTransmitter::payload(const std::vector<std::complex<float>>& data, std::size_t L,
+                                const std::vector<std::complex<double>>& precoders,
+                                std::vector<std::vector<std::complex<float>>>& out) {
+    const auto& cfg = layout_.config();
+    const std::size_t M = static_cast<std::size_t>(cfg.numerology.n_occupied);
+    const std::size_t n_data = data_pos_.size(), T = cfg.n_tx;
+    if (L == 0 || data.size() % (L * n_data) != 0)
         throw std::invalid_argument("device transmitter: " + std::to_string(data.size()) +
-                                    " payload values are not whole OFDM symbols of " + std::to_string(n_data));
-    if (b.size() != static_cast<std::size_t>(num.n_occupied))
-        throw std::invalid_argument("device transmitter: " + std::to_string(b.size()) + " precoders for " +
-                                    std::to_string(num.n_occupied) + " carriers");
-    const std::size_t n = data.size() / n_data;
-    out.resize(n * layout_.symbol_len());
+                                    " payload values are not whole OFDM symbols of " + std::to_string(L) + " x " +
+                                    std::to_string(n_data));
+    if (precoders.size() != M * T * L)
+        throw std::invalid_argument("device transmitter: " + std::to_string(precoders.size()) +
+                                    " precoder entries, expected n_occupied x n_tx x L = " + std::to_string(M * T * L));
+    const std::size_t n = data.size() / (L * n_data);
+    out.resize(T);
+    for (auto& o : out)
+        o.resize(n * layout_.symbol_len());
     for (std::size_t i = 0; i < n; ++i) {
-        for (std::size_t j = 0; j < n_data; ++j) {
-            const auto m = static_cast<std::size_t>(data_pos[j]);
-            grid_[m] = std::complex<float>(std::complex<double>(data[i * n_data + j]) * b[m]);
+        const auto* x = data.data() + i * L * n_data;
+        for (std::size_t a = 0; a < T; ++a) {
+            for (std::size_t j = 0; j < n_data; ++j) {
+                const auto m = static_cast<std::size_t>(data_pos_[j]);
+                std::complex<double> v = 0.0;
+                for (std::size_t l = 0; l < L; ++l)
+                    v += precoders[(m * T + a) * L + l] * std::complex<double>(x[l * n_data + j]);
+                grid_[m] = std::complex<float>(v);
+            }
+            for (std::size_t j = 0; j < pilot_pos_.size(); ++j) {
+                const auto m = static_cast<std::size_t>(pilot_pos_[j]);
+                std::complex<double> v = 0.0;
+                for (std::size_t l = 0; l < L; ++l)
+                    v += precoders[(m * T + a) * L + l] * std::complex<double>(layout_.payload_pilot(i, j * L + l));
+                grid_[m] = std::complex<float>(v);
+            }
+            mod_.modulate(grid_.data(), out[a].data() + i * layout_.symbol_len(), 1);
         }
-        for (std::size_t j = 0; j < pilot_pos.size(); ++j) {
-            const auto m = static_cast<std::size_t>(pilot_pos[j]);
-            grid_[m] = std::complex<float>(std::complex<double>(layout_.payload_pilot(i, j)) * b[m]);
-        }
-        mod_.modulate(grid_.data(), out.data() + i * layout_.symbol_len(), 1);
     }
 }
 
@@ -118,14 +137,22 @@ double FrameReceiver::residual_cfo(const std::vector<std::complex<float>>& rx, s
     if (start < static_cast<std::size_t>(backoff_) || start - backoff_ + layout_.pilots_end() > rx.size())
         throw std::invalid_argument("frame receiver: the pilot burst at " + std::to_string(start) +
                                     " does not fit in the " + std::to_string(rx.size()) + " received samples");
-    demod_.demodulate(rx.data() + start - backoff_ + S, y_.data(), 1);
-    demod_.demodulate(rx.data() + start - backoff_ + layout_.postamble_offset(), y2_.data(), 1);
-    // Same transmitted symbol, same channel: the phase between them is the residual CFO times the distance.
-    std::complex<double> c = 0.0;
-    for (std::size_t m = 0; m < y_.size(); ++m)
-        c += std::complex<double>(y2_[m]) * std::conj(std::complex<double>(y_[m]));
-    const double distance = static_cast<double>(layout_.postamble_offset() - S);
-    return std::abs(c) > 0.0 ? std::arg(c) / distance : 0.0;
+    // Same transmitted symbol, same channel: the phase between consecutive copies is the residual CFO times their
+    // distance. Increments are summed (each unambiguous), then divided by the whole distance.
+    (void)S;
+    double phase = 0.0;
+    demod_.demodulate(rx.data() + start - backoff_ + layout_.reference_offset(0), y_.data(), 1);
+    for (std::size_t g = 1; g <= layout_.n_references(); ++g) {
+        demod_.demodulate(rx.data() + start - backoff_ + layout_.reference_offset(g), y2_.data(), 1);
+        std::complex<double> c = 0.0;
+        for (std::size_t m = 0; m < y_.size(); ++m)
+            c += std::complex<double>(y2_[m]) * std::conj(std::complex<double>(y_[m]));
+        phase += std::abs(c) > 0.0 ? std::arg(c) : 0.0;
+        std::swap(y_, y2_);
+    }
+    const double distance =
+        static_cast<double>(layout_.reference_offset(layout_.n_references()) - layout_.reference_offset(0));
+    return phase / distance;
 }
 
 void FrameReceiver::estimate_channels(const std::vector<std::complex<float>>& rx, std::size_t start,
@@ -162,32 +189,54 @@ void FrameReceiver::estimate_channels(const std::vector<std::complex<float>>& rx
     }
 }
 
-double FrameReceiver::payload(const std::vector<std::complex<float>>& rx, std::size_t start, std::size_t n,
-                              const std::vector<std::complex<double>>& expected_gain, const std::vector<double>& eta,
-                              std::vector<std::complex<float>>& out) {
+double FrameReceiver::payload(const std::vector<std::vector<std::complex<float>>>& rx, std::size_t start,
+                              std::size_t n, std::size_t L, const std::vector<std::complex<double>>& combiner,
+                              const std::vector<std::complex<double>>& expected, std::vector<std::complex<float>>& out) {
     const auto& num = layout_.config().numerology;
     const auto M = static_cast<std::size_t>(num.n_occupied);
-    if (expected_gain.size() != M || eta.size() != M)
-        throw std::invalid_argument("frame receiver: expected_gain and eta need one value per occupied carrier");
-    if (start < static_cast<std::size_t>(backoff_) || start - backoff_ + layout_.payload_offset(n) > rx.size())
-        throw std::invalid_argument("frame receiver: " + std::to_string(n) + " payload symbols do not fit in the " +
-                                    std::to_string(rx.size()) + " received samples");
-    out.resize(n * data_pos_.size());
+    const std::size_t R = rx.size(), n_data = data_pos_.size();
+    if (R == 0 || L == 0)
+        throw std::invalid_argument("frame receiver: no receive antennas or no streams");
+    if (combiner.size() != M * L * R || expected.size() != M * L * L)
+        throw std::invalid_argument("frame receiver: combiner needs n_occupied x L x n_rx values and expected "
+                                    "n_occupied x L x L");
+    for (const auto& r : rx)
+        if (start < static_cast<std::size_t>(backoff_) || start - backoff_ + layout_.payload_offset(n) > r.size())
+            throw std::invalid_argument("frame receiver: " + std::to_string(n) +
+                                        " payload symbols do not fit in the " + std::to_string(r.size()) +
+                                        " received samples");
+    ys_.resize(R);
+    for (auto& y : ys_)
+        y.resize(M);
+    out.resize(n * L * n_data);
+    auto combine = [&](std::size_t m, std::size_t l) {
+        std::complex<double> z = 0.0;
+        for (std::size_t r = 0; r < R; ++r)
+            z += combiner[(m * L + l) * R + r] * std::complex<double>(ys_[r][m]);
+        return z;
+    };
     double cpe_sum = 0.0;
     for (std::size_t i = 0; i < n; ++i) {
-        demod_.demodulate(rx.data() + start - backoff_ + layout_.payload_offset(i), y_.data(), 1);
+        for (std::size_t r = 0; r < R; ++r)
+            demod_.demodulate(rx[r].data() + start - backoff_ + layout_.payload_offset(i), ys_[r].data(), 1);
         std::complex<double> c = 0.0;
         for (std::size_t j = 0; j < pilot_pos_.size(); ++j) {
             const auto m = static_cast<std::size_t>(pilot_pos_[j]);
-            c += std::complex<double>(y_[m]) * std::conj(expected_gain[m] * std::complex<double>(layout_.payload_pilot(i, j)));
+            for (std::size_t l = 0; l < L; ++l) {
+                std::complex<double> want = 0.0;
+                for (std::size_t l2 = 0; l2 < L; ++l2)
+                    want += expected[(m * L + l) * L + l2] * std::complex<double>(layout_.payload_pilot(i, j * L + l2));
+                c += combine(m, l) * std::conj(want);
+            }
         }
         const double cpe = std::abs(c) > 0.0 ? std::arg(c) : 0.0;
         cpe_sum += std::abs(cpe);
         const auto derot = std::polar(1.0, -cpe);
-        for (std::size_t j = 0; j < data_pos_.size(); ++j) {
-            const auto m = static_cast<std::size_t>(data_pos_[j]);
-            out[i * data_pos_.size() + j] = std::complex<float>(std::complex<double>(y_[m]) * derot / std::sqrt(eta[m]));
-        }
+        for (std::size_t l = 0; l < L; ++l)
+            for (std::size_t j = 0; j < n_data; ++j) {
+                const auto m = static_cast<std::size_t>(data_pos_[j]);
+                out[(i * L + l) * n_data + j] = std::complex<float>(combine(m, l) * derot);
+            }
     }
     return n ? cpe_sum / static_cast<double>(n) : 0.0;
 }

@@ -1,4 +1,4 @@
-// One whole AirComp round at waveform level, single stream:
+// One whole AirComp round at waveform level, single- or multi-stream:
 //   devices send preamble + time-orthogonal pilots → multi-user channel → server synchronises (Schmidl & Cox),
 //   corrects the common CFO, estimates every device's channel per subcarrier → plans power from those estimates
 //   (and the measured noise) → devices precode and send their encoded updates at once → channel sums them →
@@ -19,8 +19,12 @@
 namespace fedlora::phy {
 
 struct WaveformRoundConfig {
-    FrameConfig frame;                  // n_devices = K, n_tx = 1; numerology with pilot_spacing
-    PowerControlConfig power;           // policy, g_th, per-carrier budgets; noise_var: see below
+    FrameConfig frame;                  // n_devices = K, n_tx = N_t; numerology with pilot_spacing
+    // 0: single stream (N_t = N_r = 1) with the power-control policy of `power`. L ≥ 1: multi-stream AirComp with
+    // zero-forcing precoders and a receive beamformer per subcarrier (mimo.h), N_t ≥ L, N_r ≥ L.
+    std::size_t n_streams = 0;
+    int mimo_iterations = 60;           // Riemannian iterations per subcarrier (warm-started from the previous one)
+    PowerControlConfig power;           // budgets P_k (per subcarrier, all antennas); policy, g_th when single-stream
     ChannelEstimatorConfig estimator;
     int timing_backoff = -1;            // FFT windows start this early; -1: cp_len / 8
     std::size_t lead = 0;               // idle samples before the frame (unknown to the receiver)
@@ -41,7 +45,7 @@ struct WaveformReport : AircompReport {
 };
 
 // Runs one round through `channel` (which keeps its state: rounds run back to back on one timeline). The channel
-// must have K devices, 1 tx and 1 rx antenna and the numerology's sample rate. Throws std::runtime_error if the
+// must have K devices, N_t tx antennas per device and the numerology's sample rate (N_r = 1 when single-stream). Throws std::runtime_error if the
 // synchroniser finds no frame, std::invalid_argument on inconsistent inputs.
 WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
                                       const AircompCodec& codec, MultiUserChannel& channel,

@@ -1,13 +1,16 @@
 // The AirComp frame on a common timeline, what a device transmits in it, and what the server's receiver does.
 //
-//   [ preamble: 2 symbols ][ pilot slots: K·N_t·R symbols ][ postamble: 1 symbol ][ gap ][ payload: n symbols ]
+//   [ preamble: 2 symbols ][ G pilot slots ][ T ][ G pilot slots ][ T ] ... [ last ≤ G slots ][ T ][ gap ][ payload ]
 //
 // Every device sends the Schmidl & Cox preamble (preamble.h) on its first antenna, so the receiver detects the
-// superposition and corrects the common CFO. Pilot slot k·N_t + a carries device k's antenna a alone: a
-// Zadoff-Chu sequence on all occupied carriers at the device's full power (chanest.h), repeated R times. The postamble repeats the
-// preamble's training symbol: its phase against the preamble's, K·N_t + 1 symbols later, measures the residual
-// CFO precisely enough that every device's channel estimate can be referred to one instant (otherwise a residual
-// CFO rotates the estimates of later slots more, and the devices' signals no longer add in phase). The gap is the time the
+// superposition and corrects the common CFO. A pilot slot carries one device's one antenna alone: a Zadoff-Chu
+// sequence on all occupied carriers at the device's per-antenna power (chanest.h); each of the K·N_t pilots is
+// repeated R times, slot order (device, antenna, repetition). After every G = reference_interval slots, and after
+// the last, all devices repeat the preamble's training symbol (T). The phase between consecutive training symbols
+// (at most G + 1 symbols apart, so unambiguous for residual CFOs up to fft_size / (2 (G + 1) symbol_len) subcarrier
+// spacings) adds up to the residual CFO over the whole pilot section, precisely enough that every device's channel
+// estimate can be referred to one instant (otherwise a residual CFO rotates the estimates of later slots more, and
+// the devices' signals no longer add in phase). The gap is the time the
 // server needs to plan power and feed precoders back. In the payload every device sends its encoded update on the
 // data carriers and a known BPSK pilot on the pilot carriers (numerology pilot_spacing), both multiplied by its
 // per-carrier precoder, so the receiver sees the precoded sum of the pilots too and removes the common phase
@@ -33,6 +36,7 @@ struct FrameConfig {
     std::size_t n_tx = 1;        // antennas per device
     std::size_t gap = 0;         // silent samples between pilots and payload
     std::size_t pilot_repeats = 1;  // pilot symbols per slot, averaged by the receiver (+10·log10 R dB for CSI)
+    std::size_t reference_interval = 8;  // pilot slots between training symbols (residual CFO tracking)
     std::uint32_t preamble_seed = Preamble::kDefaultSeed;
     void validate() const;       // throws std::invalid_argument naming the field
 };
@@ -43,15 +47,23 @@ public:
     const FrameConfig& config() const { return cfg_; }
     std::size_t symbol_len() const { return static_cast<std::size_t>(cfg_.numerology.symbol_len()); }
     std::size_t preamble_len() const { return 2 * symbol_len(); }
+    std::size_t n_slots() const { return cfg_.n_devices * cfg_.n_tx * cfg_.pilot_repeats; }
+    // Training symbols after the preamble: one per group of reference_interval slots.
+    std::size_t n_references() const { return (n_slots() + cfg_.reference_interval - 1) / cfg_.reference_interval; }
     // Repetition `rep` of the pilot symbol of (device, antenna).
     std::size_t pilot_offset(std::size_t device, std::size_t antenna, std::size_t rep = 0) const {
-        return preamble_len() + ((device * cfg_.n_tx + antenna) * cfg_.pilot_repeats + rep) * symbol_len();
+        const std::size_t s = (device * cfg_.n_tx + antenna) * cfg_.pilot_repeats + rep;
+        return preamble_len() + (s + s / cfg_.reference_interval) * symbol_len();
     }
-    std::size_t postamble_offset() const {
-        return preamble_len() + cfg_.n_devices * cfg_.n_tx * cfg_.pilot_repeats * symbol_len();
+    // Training symbol g: g = 0 is the preamble's second symbol, g ≥ 1 the one after pilot group g − 1.
+    std::size_t reference_offset(std::size_t g) const {
+        if (g == 0)
+            return symbol_len();
+        const std::size_t slots_before = std::min(g * cfg_.reference_interval, n_slots());
+        return preamble_len() + (slots_before + g - 1) * symbol_len();
     }
-    // End of what the devices send before the server plans power: preamble, pilots and postamble.
-    std::size_t pilots_end() const { return postamble_offset() + symbol_len(); }
+    // End of what the devices send before the server plans power.
+    std::size_t pilots_end() const { return reference_offset(n_references()) + symbol_len(); }
     std::size_t payload_offset(std::size_t i) const { return pilots_end() + cfg_.gap + i * symbol_len(); }
     std::size_t frame_len(std::size_t n_payload) const { return payload_offset(n_payload); }
     // Known payload pilot value of OFDM symbol i, pilot j (BPSK ±1 from a fixed sequence).
@@ -64,15 +76,19 @@ private:
 // One device's transmitter. Output streams are antenna-major: out[a] holds that antenna's samples.
 class DeviceTransmitter {
 public:
+    // power: per antenna, for the pilots (the preamble and postamble, sent on the first antenna only, get
+    // n_tx · power).
     DeviceTransmitter(const FrameConfig& cfg, std::size_t device, double power);
     // Writes the preamble and pilot part of the frame, [0, pilots_end()), to each out[a] (pre-sized by the caller
     // to at least pilots_end() samples).
     void pilot_burst(std::vector<std::vector<std::complex<float>>>& out);
-    // Writes n payload OFDM symbols (n = data.size() / n_data, whole symbols) of a single-stream device:
-    // data carriers get data[i·n_data + j] · b[m], pilot carriers the known pilot · b[m]; b holds one precoder per
-    // occupied carrier (n_occupied values). Output: n · symbol_len samples into out[0].
-    void payload(const std::vector<std::complex<float>>& data, const std::vector<std::complex<double>>& b,
-                 std::vector<std::complex<float>>& out);
+    // Writes n payload OFDM symbols carrying L streams. data holds n · L · n_data values in resource-grid order
+    // (OFDM symbol, then stream, then data carrier: ResourceGrid in aircomp.h). Carrier m of antenna a sends
+    // Σ_l P[m](a, l) x_l with P[m] = precoders[(m · n_tx + a) · L + l] (n_occupied · n_tx · L values); pilot carriers
+    // send the known pilots payload_pilot(i, j · L + l) through the same precoder. out[a] receives
+    // n · symbol_len samples.
+    void payload(const std::vector<std::complex<float>>& data, std::size_t n_streams,
+                 const std::vector<std::complex<double>>& precoders, std::vector<std::vector<std::complex<float>>>& out);
 
 private:
     FrameLayout layout_;
@@ -81,6 +97,7 @@ private:
     OfdmModulator mod_;
     Preamble preamble_;
     std::vector<std::complex<float>> pilot_, grid_;
+    std::vector<int> data_pos_, pilot_pos_;
 };
 
 // The server's receiver for one frame in a buffer whose FFT windows are placed from a known frame start.
@@ -90,8 +107,8 @@ public:
     // late timing estimate does not cause inter-symbol interference; the channel estimates absorb it.
     FrameReceiver(const FrameConfig& cfg, const ChannelEstimatorConfig& est, int timing_backoff);
 
-    // Residual CFO (radians per sample) from the phase of the postamble against the preamble's training symbol.
-    // Unambiguous for |residual| < fft_size / (2 · (postamble_offset − symbol_len)) subcarrier spacings.
+    // Residual CFO (radians per sample): the phase increments between consecutive training symbols, summed and
+    // divided by the distance they span.
     double residual_cfo(const std::vector<std::complex<float>>& rx, std::size_t start);
 
     // Per device and antenna channel estimates from the pilot slots of rx (frame starting at rx[start]),
@@ -101,12 +118,14 @@ public:
     void estimate_channels(const std::vector<std::complex<float>>& rx, std::size_t start,
                            const std::vector<double>& pilot_power, std::vector<ChannelEstimate>& est);
 
-    // Demodulates n payload symbols, removes the common phase error of each symbol (measured on the pilot
-    // carriers against expected_gain[m] · pilot, expected_gain = Σ_k Ĥ_k b_k), scales carrier m by
-    // 1 / √eta[m], and writes the data carriers (n · n_data values) to out. Returns the mean |CPE| in radians.
-    double payload(const std::vector<std::complex<float>>& rx, std::size_t start, std::size_t n,
-                   const std::vector<std::complex<double>>& expected_gain, const std::vector<double>& eta,
-                   std::vector<std::complex<float>>& out);
+    // Demodulates n payload symbols from every receive antenna (rx[r]), combines carrier m with
+    // z = W[m] y (W[m] = combiner[(m · L + l) · n_rx + r], L × n_rx, the receive beamformer and scaling), removes
+    // the common phase error of each symbol measured on the pilot carriers against the expected response
+    // G[m] p (G[m] = expected[(m · L + l) · L + l'], what W[m] Σ_k Ĥ_k P_k[m] should give), and writes the data
+    // carriers in resource-grid order (n · L · n_data values). Returns the mean |CPE| in radians.
+    double payload(const std::vector<std::vector<std::complex<float>>>& rx, std::size_t start, std::size_t n,
+                   std::size_t n_streams, const std::vector<std::complex<double>>& combiner,
+                   const std::vector<std::complex<double>>& expected, std::vector<std::complex<float>>& out);
 
     const FrameLayout& layout() const { return layout_; }
     int timing_backoff() const { return backoff_; }
@@ -117,6 +136,7 @@ private:
     OfdmDemodulator demod_;
     std::unique_ptr<ChannelEstimator> estimator_;
     std::vector<std::complex<float>> pilot_, y_, y2_, acc_;
+    std::vector<std::vector<std::complex<float>>> ys_;  // per receive antenna, one demodulated symbol
     std::vector<int> data_pos_, pilot_pos_;
 };
 
