@@ -30,5 +30,8 @@ err=$("$fedlora" devices --args type=b200 2>&1); rc=$?
 [ "$(grep -c 'no USRP found' <<<"$err")" -eq 1 ] || fail "expected one 'no USRP found' line, got: $err"
 
 out=$("$fedlora" loopback --devices 4 --length 20000 --snr-db 15) || fail "loopback exited $?"
-grep -q "NMSE measured" <<<"$out" || fail "loopback printed no NMSE: $out"
+grep -q "NMSE of the weighted sum: measured" <<<"$out" || fail "loopback printed no NMSE: $out"
+err=$("$fedlora" loopback --fft 100 2>&1); rc=$?
+[ $rc -eq 1 ] || fail "bad numerology exited $rc, expected 1"
+grep -q "fft_size = 100 is not a power of two" <<<"$err" || fail "bad numerology error unclear: $err"
 echo "cli contract holds"

@@ -1,5 +1,6 @@
 #include "fedlora/phy/numerology.h"
 
+#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -7,7 +8,9 @@ namespace fedlora::phy {
 
 namespace {
 [[noreturn]] void bad(const std::string& field, double value, const std::string& why) {
-    throw std::invalid_argument("OFDM numerology: " + field + " = " + std::to_string(value) + " " + why);
+    std::ostringstream v;
+    v << value;  // 100 rather than 100.000000
+    throw std::invalid_argument("OFDM numerology: " + field + " = " + v.str() + " " + why);
 }
 }  // namespace
 
