@@ -390,3 +390,138 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
 }
 
 }  // namespace fedlora::phy
+
+namespace fedlora::phy {
+
+WaveformReport aircomp_round_effective(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
+                                       const AircompCodec& codec, MultiUserChannel& channel,
+                                       const WaveformRoundConfig& cfg, std::mt19937_64& rng,
+                                       std::vector<float>& estimate) {
+    codec.validate();
+    const auto& fc = cfg.frame;
+    fc.validate();
+    const auto& num = fc.numerology;
+    const std::size_t K = updates.size();
+    const bool mimo = cfg.n_streams > 0;
+    const std::size_t L = mimo ? cfg.n_streams : 1;
+    const std::size_t T = fc.n_tx;
+    const auto R = static_cast<std::size_t>(channel.n_rx());
+    if (K == 0 || weights.size() != K || fc.n_devices != K || static_cast<std::size_t>(channel.n_devices()) != K ||
+        static_cast<std::size_t>(channel.n_tx()) != T)
+        throw std::invalid_argument("effective round: " + std::to_string(K) + " updates, " +
+                                    std::to_string(weights.size()) + " weights, frame for " +
+                                    std::to_string(fc.n_devices) + " devices, channel " +
+                                    std::to_string(channel.n_devices()) + " x " + std::to_string(channel.n_tx()));
+    if (!mimo && (T != 1 || R != 1))
+        throw std::invalid_argument("effective round: single-stream needs n_tx = n_rx = 1 (set n_streams for MIMO)");
+    if (mimo && (T < L || R < L))
+        throw std::invalid_argument("effective round: " + std::to_string(L) + " streams need n_tx >= L and n_rx >= L");
+    for (std::size_t k = 0; k < K; ++k)
+        if (updates[k].size() != codec.dim)
+            throw std::invalid_argument("effective round: update " + std::to_string(k) + " has " +
+                                        std::to_string(updates[k].size()) + " entries, expected " +
+                                        std::to_string(codec.dim));
+    cfg.power.validate(K);
+    const std::size_t M = static_cast<std::size_t>(num.n_occupied);
+    const auto data_pos = num.data_positions();
+    const std::size_t n_data = data_pos.size();
+    const std::size_t n_sym = codec.n_symbols();
+    const std::size_t n_ofdm = (n_sym + L * n_data - 1) / (L * n_data);
+    const FrameLayout layout(fc);
+
+    const auto h_true = true_channels(channel, num, static_cast<double>(channel.bulk_delay()));
+    const double noise = channel.config().noise_variance;
+    PowerControlConfig pc = cfg.power;
+    pc.signal_var = symbol_powers(updates, weights, codec);
+    pc.noise_var = noise;
+    std::vector<double> pilot_power(K);
+    WaveformReport rep;
+    rep.device_snr_db.resize(K);
+    for (std::size_t k = 0; k < K; ++k) {
+        pilot_power[k] = cfg.power.budget[k] / static_cast<double>(T);
+        double g = 0.0;
+        for (std::size_t i = 0; i < R * T * M; ++i)
+            g += std::norm(h_true.h[k * R * T * M + i]);
+        rep.device_snr_db[k] = 10.0 * std::log10(g / static_cast<double>(R * T * M) * pilot_power[k] / noise);
+    }
+    Channels h_used = h_true;
+    if (!cfg.perfect_csi) {
+        const int window = (cfg.estimator.pre_delay < 0 ? num.cp_len / 8 : cfg.estimator.pre_delay) +
+                           (cfg.estimator.max_delay < 0 ? num.cp_len : cfg.estimator.max_delay);
+        pc.csi_error_var.assign(K, 0.0);
+        for (std::size_t k = 0; k < K; ++k) {
+            double r = static_cast<double>(M);
+            if (cfg.estimator.name == "dft" || cfg.estimator.name == "lmmse")
+                r = window;
+            else if (cfg.estimator.name == "sparse")
+                r = static_cast<double>(channel.impulse_response(static_cast<int>(k), 0, 0).lags.size());
+            else if (cfg.estimator.name != "ls")
+                throw std::invalid_argument("effective round: estimator '" + cfg.estimator.name + "' is unknown");
+            const double eps2 = noise * r / (static_cast<double>(M) * static_cast<double>(fc.pilot_repeats) *
+                                             pilot_power[k]);
+            pc.csi_error_var[k] = eps2;
+            std::normal_distribution<double> e(0.0, std::sqrt(eps2 / 2.0));
+            for (std::size_t i = 0; i < R * T * M; ++i) {
+                const double re = e(rng);
+                const double im = e(rng);
+                h_used.h[k * R * T * M + i] += cd(re, im);
+            }
+        }
+    }
+    rep.noise_var_estimated = noise;
+    std::vector<Eigen::MatrixXcd> beamformers;
+    const Plan plan = mimo ? multi_stream_plan(h_used, L, pc, cfg.mimo_iterations, nullptr, &beamformers)
+                           : single_stream_plan(h_used, pc);
+
+    // Symbols on the resource grid; per carrier and OFDM symbol: z = W (Σ_k H_k P_k s_k + n).
+    std::vector<std::vector<cf>> sym(K, std::vector<cf>(n_ofdm * L * n_data, cf{}));
+    for (std::size_t k = 0; k < K; ++k)
+        codec.encode(updates[k].data(), weights[k], sym[k].data());
+    std::normal_distribution<double> w(0.0, std::sqrt(noise / 2.0));
+    std::vector<cf> data(n_ofdm * L * n_data);
+    std::vector<cd> y(R), x(T);
+    for (std::size_t i = 0; i < n_ofdm; ++i)
+        for (std::size_t j = 0; j < n_data; ++j) {
+            const auto m = static_cast<std::size_t>(data_pos[j]);
+            for (std::size_t r = 0; r < R; ++r) {
+                const double re = w(rng);
+                const double im = w(rng);
+                y[r] = cd(re, im);
+            }
+            for (std::size_t k = 0; k < K; ++k) {
+                for (std::size_t a = 0; a < T; ++a) {
+                    x[a] = 0.0;
+                    for (std::size_t l = 0; l < L; ++l)
+                        x[a] += plan.precoders[k][(m * T + a) * L + l] * cd(sym[k][(i * L + l) * n_data + j]);
+                }
+                for (std::size_t r = 0; r < R; ++r)
+                    for (std::size_t a = 0; a < T; ++a)
+                        y[r] += h_true.at(k, r, a, m) * x[a];
+            }
+            for (std::size_t l = 0; l < L; ++l) {
+                cd z = 0.0;
+                for (std::size_t r = 0; r < R; ++r)
+                    z += plan.combiner[(m * L + l) * R + r] * y[r];
+                data[(i * L + l) * n_data + j] = cf(z);
+            }
+        }
+    estimate.resize(codec.dim);
+    codec.decode(data.data(), estimate.data());
+    const auto [err, ref] = sum_error(updates, weights, codec, estimate);
+    rep.nmse_measured = ref > 0.0 ? err / ref : 0.0;
+    auto pc_true = pc;
+    pc_true.csi_error_var.clear();
+    const Plan plan_true = cfg.perfect_csi ? plan
+                           : mimo ? multi_stream_plan(h_true, L, pc_true, cfg.mimo_iterations, &beamformers, nullptr)
+                                  : single_stream_plan(h_true, pc_true);
+    rep.nmse_analytic = analytic_nmse(plan_true, h_true, pc.signal_var, noise, data_pos, n_sym, codec.scale, ref);
+    rep.nmse_analytic_used_plan = analytic_nmse(plan, h_true, pc.signal_var, noise, data_pos, n_sym, codec.scale, ref);
+    rep.truncated_fraction = plan.truncated_fraction;
+    rep.ofdm_symbols = n_ofdm;
+    rep.channel_uses = n_ofdm * M;
+    rep.frame_samples = layout.frame_len(n_ofdm);
+    rep.airtime_s = static_cast<double>(rep.frame_samples) / num.sample_rate;
+    return rep;
+}
+
+}  // namespace fedlora::phy

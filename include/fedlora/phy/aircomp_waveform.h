@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <random>
 #include <vector>
 
 #include "fedlora/phy/aircomp.h"
@@ -47,6 +48,18 @@ struct WaveformReport : AircompReport {
 // Runs one round through `channel` (which keeps its state: rounds run back to back on one timeline). The channel
 // must have K devices, N_t tx antennas per device and the numerology's sample rate (N_r = 1 when single-stream). Throws std::runtime_error if the
 // synchroniser finds no frame, std::invalid_argument on inconsistent inputs.
+// The same round without waveforms, for fast sweeps ("aircomp-analytic"): the simulator's true channels on every
+// occupied carrier carry the encoded symbols, y = Σ_k H_k P_k s_k + n per carrier and receive antenna, with the same
+// plans (policy, or MIMO design) as the waveform round and the same report. With perfect_csi false the plan sees the
+// true channels plus estimation errors CN(0, ε_k²) of the size the configured estimator leaves: ε_k² = σ² r /
+// (M R p_k), p_k the per-antenna pilot power, R the pilot repeats and r = M (ls), the delay window (dft, lmmse) or
+// the number of taps of the true impulse response (sparse). Synchronisation is taken as perfect; the channel's state
+// is read, not advanced (call new_realisation() between rounds for block fading).
+WaveformReport aircomp_round_effective(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
+                                       const AircompCodec& codec, MultiUserChannel& channel,
+                                       const WaveformRoundConfig& cfg, std::mt19937_64& rng,
+                                       std::vector<float>& estimate);
+
 WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
                                       const AircompCodec& codec, MultiUserChannel& channel,
                                       const WaveformRoundConfig& cfg, std::vector<float>& estimate);
