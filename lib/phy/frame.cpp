@@ -132,14 +132,17 @@ FrameReceiver::FrameReceiver(const FrameConfig& cfg, const ChannelEstimatorConfi
                                     " must be in [0, cp_len = " + std::to_string(cfg.numerology.cp_len) + "]");
 }
 
+void FrameReceiver::check_fits(std::size_t rx_size, std::size_t start, std::size_t end, const char* what) const {
+    if (start < static_cast<std::size_t>(backoff_) || start - backoff_ + end > rx_size)
+        throw std::invalid_argument(std::string("frame receiver: ") + what + " of the frame at " +
+                                    std::to_string(start) + " does not fit in the " + std::to_string(rx_size) +
+                                    " received samples");
+}
+
 double FrameReceiver::residual_cfo(const std::vector<std::complex<float>>& rx, std::size_t start) {
-    const std::size_t S = layout_.symbol_len();
-    if (start < static_cast<std::size_t>(backoff_) || start - backoff_ + layout_.pilots_end() > rx.size())
-        throw std::invalid_argument("frame receiver: the pilot burst at " + std::to_string(start) +
-                                    " does not fit in the " + std::to_string(rx.size()) + " received samples");
+    check_fits(rx.size(), start, layout_.pilots_end(), "the pilot burst");
     // Same transmitted symbol, same channel: the phase between consecutive copies is the residual CFO times their
     // distance. Increments are summed (each unambiguous), then divided by the whole distance.
-    (void)S;
     double phase = 0.0;
     demod_.demodulate(rx.data() + start - backoff_ + layout_.reference_offset(0), y_.data(), 1);
     for (std::size_t g = 1; g <= layout_.n_references(); ++g) {
@@ -161,9 +164,7 @@ void FrameReceiver::estimate_channels(const std::vector<std::complex<float>>& rx
     if (pilot_power.size() != cfg.n_devices)
         throw std::invalid_argument("frame receiver: " + std::to_string(pilot_power.size()) + " pilot powers for " +
                                     std::to_string(cfg.n_devices) + " devices");
-    if (start < static_cast<std::size_t>(backoff_) || start - backoff_ + layout_.pilots_end() > rx.size())
-        throw std::invalid_argument("frame receiver: the pilot burst at " + std::to_string(start) +
-                                    " does not fit in the " + std::to_string(rx.size()) + " received samples");
+    check_fits(rx.size(), start, layout_.pilots_end(), "the pilot burst");
     est.resize(cfg.n_devices * cfg.n_tx);
     for (std::size_t k = 0; k < cfg.n_devices; ++k) {
         const double amp = std::sqrt(pilot_power[k]);
@@ -201,10 +202,7 @@ double FrameReceiver::payload(const std::vector<std::vector<std::complex<float>>
         throw std::invalid_argument("frame receiver: combiner needs n_occupied x L x n_rx values and expected "
                                     "n_occupied x L x L");
     for (const auto& r : rx)
-        if (start < static_cast<std::size_t>(backoff_) || start - backoff_ + layout_.payload_offset(n) > r.size())
-            throw std::invalid_argument("frame receiver: " + std::to_string(n) +
-                                        " payload symbols do not fit in the " + std::to_string(r.size()) +
-                                        " received samples");
+        check_fits(r.size(), start, layout_.payload_offset(n), "the payload");
     ys_.resize(R);
     for (auto& y : ys_)
         y.resize(M);

@@ -131,6 +131,9 @@ public:
     int timing_backoff() const { return backoff_; }
 
 private:
+    // Throws std::invalid_argument unless [start − backoff, start − backoff + end) lies within rx_size samples.
+    void check_fits(std::size_t rx_size, std::size_t start, std::size_t end, const char* what) const;
+
     FrameLayout layout_;
     int backoff_;
     OfdmDemodulator demod_;
