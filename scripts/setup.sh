@@ -14,7 +14,7 @@ packages=(
   # radio side
   gnuradio gnuradio-dev libuhd-dev uhd-host libfftw3-dev libvolk2-dev libeigen3-dev
   # learning side: LibTorch plus a fast BLAS (without libopenblas0-pthread matmul is ~30x slower)
-  libtorch-dev libopenblas0-pthread python3-torch python3-numpy
+  libtorch-dev libopenblas0-pthread python3-torch python3-numpy zlib1g-dev
   # transport, configuration, logging, CLI
   libzmq3-dev cppzmq-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
   # tests, benchmarks, Python bindings
