@@ -187,47 +187,65 @@ double analytic_nmse(const Plan& p, const Channels& h, const std::vector<double>
     return ref > 0.0 ? total * scale * scale / ref : 0.0;
 }
 
+// Dimensions of a round, after checking that updates, weights, codec, frame and channel agree. `what` names the
+// caller in error messages.
+struct RoundShape {
+    std::size_t K = 0, L = 1, T = 1, R = 1, M = 0, n_data = 0, n_sym = 0, n_ofdm = 0;
+    bool mimo = false;
+    std::vector<int> data_pos;
+};
+
+RoundShape check_round(const char* what, const std::vector<std::vector<float>>& updates,
+                       const std::vector<double>& weights, const AircompCodec& codec, const MultiUserChannel& channel,
+                       const WaveformRoundConfig& cfg) {
+    codec.validate();
+    cfg.frame.validate();
+    const auto& num = cfg.frame.numerology;
+    const std::string w = what;
+    RoundShape r;
+    r.K = updates.size();
+    r.mimo = cfg.n_streams > 0;
+    r.L = r.mimo ? cfg.n_streams : 1;
+    r.T = cfg.frame.n_tx;
+    r.R = static_cast<std::size_t>(channel.n_rx());
+    if (r.K == 0 || weights.size() != r.K || cfg.frame.n_devices != r.K)
+        throw std::invalid_argument(w + ": " + std::to_string(r.K) + " updates, " + std::to_string(weights.size()) +
+                                    " weights, frame for " + std::to_string(cfg.frame.n_devices) + " devices");
+    if (static_cast<std::size_t>(channel.n_devices()) != r.K || static_cast<std::size_t>(channel.n_tx()) != r.T)
+        throw std::invalid_argument(w + ": channel has " + std::to_string(channel.n_devices()) + " devices x " +
+                                    std::to_string(channel.n_tx()) + " antennas, the frame " + std::to_string(r.K) +
+                                    " x " + std::to_string(r.T));
+    if (!r.mimo && (r.T != 1 || r.R != 1))
+        throw std::invalid_argument(w + ": single-stream needs n_tx = n_rx = 1 (set n_streams for MIMO)");
+    if (r.mimo && (r.T < r.L || r.R < r.L))
+        throw std::invalid_argument(w + ": " + std::to_string(r.L) + " streams need n_tx >= L and n_rx >= L (" +
+                                    std::to_string(r.T) + ", " + std::to_string(r.R) + ")");
+    if (std::abs(channel.config().sample_rate - num.sample_rate) > 1e-9 * num.sample_rate)
+        throw std::invalid_argument(w + ": channel sample rate differs from the numerology's");
+    for (std::size_t k = 0; k < r.K; ++k)
+        if (updates[k].size() != codec.dim)
+            throw std::invalid_argument(w + ": update " + std::to_string(k) + " has " +
+                                        std::to_string(updates[k].size()) + " entries, expected " +
+                                        std::to_string(codec.dim));
+    cfg.power.validate(r.K);
+    r.M = static_cast<std::size_t>(num.n_occupied);
+    r.data_pos = num.data_positions();
+    r.n_data = r.data_pos.size();
+    r.n_sym = codec.n_symbols();
+    r.n_ofdm = (r.n_sym + r.L * r.n_data - 1) / (r.L * r.n_data);
+    return r;
+}
+
 }  // namespace
 
 WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
                                       const AircompCodec& codec, MultiUserChannel& channel,
                                       const WaveformRoundConfig& cfg, std::vector<float>& estimate) {
-    codec.validate();
+    const auto shape = check_round("waveform round", updates, weights, codec, channel, cfg);
     const auto& fc = cfg.frame;
-    fc.validate();
     const auto& num = fc.numerology;
-    const std::size_t K = updates.size();
-    const bool mimo = cfg.n_streams > 0;
-    const std::size_t L = mimo ? cfg.n_streams : 1;
-    const std::size_t T = fc.n_tx;
-    const auto R = static_cast<std::size_t>(channel.n_rx());
-    if (K == 0 || weights.size() != K || fc.n_devices != K)
-        throw std::invalid_argument("waveform round: " + std::to_string(K) + " updates, " +
-                                    std::to_string(weights.size()) + " weights, frame for " +
-                                    std::to_string(fc.n_devices) + " devices");
-    if (static_cast<std::size_t>(channel.n_devices()) != K || static_cast<std::size_t>(channel.n_tx()) != T)
-        throw std::invalid_argument("waveform round: channel has " + std::to_string(channel.n_devices()) +
-                                    " devices x " + std::to_string(channel.n_tx()) + " antennas, the frame " +
-                                    std::to_string(K) + " x " + std::to_string(T));
-    if (!mimo && (T != 1 || R != 1))
-        throw std::invalid_argument("waveform round: single-stream needs n_tx = n_rx = 1 (set n_streams for MIMO)");
-    if (mimo && (T < L || R < L))
-        throw std::invalid_argument("waveform round: " + std::to_string(L) + " streams need n_tx >= L and n_rx >= L (" +
-                                    std::to_string(T) + ", " + std::to_string(R) + ")");
-    if (std::abs(channel.config().sample_rate - num.sample_rate) > 1e-9 * num.sample_rate)
-        throw std::invalid_argument("waveform round: channel sample rate differs from the numerology's");
-    for (std::size_t k = 0; k < K; ++k)
-        if (updates[k].size() != codec.dim)
-            throw std::invalid_argument("waveform round: update " + std::to_string(k) + " has " +
-                                        std::to_string(updates[k].size()) + " entries, expected " +
-                                        std::to_string(codec.dim));
-    cfg.power.validate(K);
+    const auto [K, L, T, R, M, n_data, n_sym, n_ofdm, mimo, data_pos] = shape;
     const int backoff = cfg.timing_backoff < 0 ? num.cp_len / 8 : cfg.timing_backoff;
-    const std::size_t M = static_cast<std::size_t>(num.n_occupied);
-    const auto data_pos = num.data_positions();
-    const std::size_t n_data = data_pos.size();
-    const std::size_t n_sym = codec.n_symbols();
-    const std::size_t n_ofdm = (n_sym + L * n_data - 1) / (L * n_data);
 
     SyncConfig sc;
     sc.numerology = num;
@@ -397,36 +415,10 @@ WaveformReport aircomp_round_effective(const std::vector<std::vector<float>>& up
                                        const AircompCodec& codec, MultiUserChannel& channel,
                                        const WaveformRoundConfig& cfg, std::mt19937_64& rng,
                                        std::vector<float>& estimate) {
-    codec.validate();
+    const auto shape = check_round("effective round", updates, weights, codec, channel, cfg);
     const auto& fc = cfg.frame;
-    fc.validate();
     const auto& num = fc.numerology;
-    const std::size_t K = updates.size();
-    const bool mimo = cfg.n_streams > 0;
-    const std::size_t L = mimo ? cfg.n_streams : 1;
-    const std::size_t T = fc.n_tx;
-    const auto R = static_cast<std::size_t>(channel.n_rx());
-    if (K == 0 || weights.size() != K || fc.n_devices != K || static_cast<std::size_t>(channel.n_devices()) != K ||
-        static_cast<std::size_t>(channel.n_tx()) != T)
-        throw std::invalid_argument("effective round: " + std::to_string(K) + " updates, " +
-                                    std::to_string(weights.size()) + " weights, frame for " +
-                                    std::to_string(fc.n_devices) + " devices, channel " +
-                                    std::to_string(channel.n_devices()) + " x " + std::to_string(channel.n_tx()));
-    if (!mimo && (T != 1 || R != 1))
-        throw std::invalid_argument("effective round: single-stream needs n_tx = n_rx = 1 (set n_streams for MIMO)");
-    if (mimo && (T < L || R < L))
-        throw std::invalid_argument("effective round: " + std::to_string(L) + " streams need n_tx >= L and n_rx >= L");
-    for (std::size_t k = 0; k < K; ++k)
-        if (updates[k].size() != codec.dim)
-            throw std::invalid_argument("effective round: update " + std::to_string(k) + " has " +
-                                        std::to_string(updates[k].size()) + " entries, expected " +
-                                        std::to_string(codec.dim));
-    cfg.power.validate(K);
-    const std::size_t M = static_cast<std::size_t>(num.n_occupied);
-    const auto data_pos = num.data_positions();
-    const std::size_t n_data = data_pos.size();
-    const std::size_t n_sym = codec.n_symbols();
-    const std::size_t n_ofdm = (n_sym + L * n_data - 1) / (L * n_data);
+    const auto [K, L, T, R, M, n_data, n_sym, n_ofdm, mimo, data_pos] = shape;
     const FrameLayout layout(fc);
 
     const auto h_true = true_channels(channel, num, static_cast<double>(channel.bulk_delay()));
