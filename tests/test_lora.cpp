@@ -98,3 +98,58 @@ TEST(LoraLinear, RejectsBadConfig) {
     EXPECT_THROW(LoraLinear(4, 4, c), std::invalid_argument);
     EXPECT_THROW(LoraLinear(0, 4, LoraConfig{}), std::invalid_argument);
 }
+
+TEST(LoraLinear, Conv1DLayoutStoresWeightInOut) {
+    using fedlora::learn::WeightLayout;
+    torch::manual_seed(5);
+    LoraConfig cfg;
+    cfg.rank = 3;
+    cfg.alpha = 6.0;
+    LoraLinear layer(12, 7, cfg, true, WeightLayout::InOut);
+    EXPECT_EQ(layer->weight.sizes(), (std::vector<int64_t>{12, 7}));  // GPT-2 Conv1D: [in, out]
+    EXPECT_EQ(layer->lora_A.sizes(), (std::vector<int64_t>{3, 12}));  // the factors as in the [out, in] layout
+    EXPECT_EQ(layer->lora_B.sizes(), (std::vector<int64_t>{7, 3}));
+    {
+        torch::NoGradGuard ng;
+        layer->lora_B.normal_();
+        layer->bias.normal_();
+    }
+    auto x = torch::randn({2, 5, 12});
+    auto xd = x.to(torch::kFloat64);
+    auto W = layer->weight.detach().to(torch::kFloat64), b = layer->bias.detach().to(torch::kFloat64);
+    auto A = layer->lora_A.detach().to(torch::kFloat64), B = layer->lora_B.detach().to(torch::kFloat64);
+    auto ref = torch::matmul(xd, W) + b + 2.0 * torch::matmul(torch::matmul(xd, A.t()), B.t());
+    torch::NoGradGuard ng;
+    EXPECT_LT((layer->forward(x).to(torch::kFloat64) - ref).abs().max().item<double>(), 1e-5);
+    auto w0 = layer->weight.clone();
+    layer->merge();
+    EXPECT_LT((layer->weight.to(torch::kFloat64) - (W + 2.0 * B.mm(A).t())).abs().max().item<double>(), 1e-5);
+    EXPECT_LT((layer->forward(x).to(torch::kFloat64) - ref).abs().max().item<double>(), 1e-5);
+    layer->unmerge();
+    EXPECT_LT((layer->weight - w0).abs().max().item<double>(), 1e-6);
+}
+
+TEST(LoraLinear, WrapsADenseLayerSharingItsWeight) {
+    using fedlora::learn::Dense;
+    using fedlora::learn::WeightLayout;
+    torch::manual_seed(6);
+    Dense base(10, 4, true, WeightLayout::InOut);
+    EXPECT_TRUE(base->weight.requires_grad());  // a plain Dense trains its weight (pretraining)
+    LoraLinear lora(*base, LoraConfig{});
+    EXPECT_EQ(lora->layout(), WeightLayout::InOut);
+    EXPECT_EQ(lora->in_features(), 10);
+    EXPECT_EQ(lora->out_features(), 4);
+    EXPECT_FALSE(lora->weight.requires_grad());
+    EXPECT_FALSE(lora->bias.requires_grad());
+    EXPECT_EQ(lora->weight.data_ptr(), base->weight.data_ptr());  // no copy of the base weight
+    auto x = torch::randn({3, 10});
+    EXPECT_TRUE(torch::allclose(lora->forward(x), base->forward(x)));  // B = 0
+    // A Dense pointer dispatches to the adapted forward.
+    std::shared_ptr<fedlora::learn::DenseImpl> as_dense = lora.ptr();
+    {
+        torch::NoGradGuard ng;
+        lora->lora_B.fill_(1.0);
+    }
+    EXPECT_TRUE(torch::allclose(as_dense->forward(x), lora->forward(x)));
+    EXPECT_FALSE(torch::allclose(as_dense->forward(x), base->forward(x)));
+}
