@@ -769,3 +769,237 @@ TEST(SyncConfig, AutomaticThresholdFollowsTheBetaTail) {
     EXPECT_EQ(c.resolved_threshold(), 0.4);
     EXPECT_EQ(c.resolved_xcorr_threshold(), 0.3);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Metric kernels of the synchroniser (AVX-512, AVX2, portable): each against the exact per-sample metric
+// (SchmidlCoxMetric, itself checked against the direct computation above) and against each other.
+
+namespace {
+
+std::vector<std::string> kernels_here() {
+    std::vector<std::string> out;
+    for (const char* k : {"generic", "avx2", "avx512"}) {
+        SyncConfig c = config_for(acceptance());
+        c.kernel = k;
+        try {
+            c.validate();
+            out.emplace_back(k);
+        } catch (const std::invalid_argument&) {
+        }
+    }
+    return out;
+}
+
+// Preambles at 10 dB with random CFO, phase and spacing (some back to back), noise with a DC offset, a silent
+// stretch (exact zeros) and a strong noise burst followed by exact zeros.
+std::vector<cf32> kernel_stream(const Numerology& num, std::uint64_t seed, std::vector<std::size_t>& starts) {
+    const Preamble pre(num);
+    const auto P = static_cast<std::size_t>(pre.length());
+    std::mt19937_64 rng(seed);
+    std::vector<cf32> x(40 * P, cf32{});
+    std::uniform_real_distribution<double> cfo(-0.45, 0.45), ph(-kPi, kPi);
+    std::uniform_int_distribution<std::size_t> gap(0, 2 * P);
+    for (std::size_t at = 300 + gap(rng); at + 3 * P < x.size() / 2; at += P + gap(rng)) {
+        add_preamble(x, at, pre, cfo(rng), ph(rng));
+        starts.push_back(at);
+    }
+    add_noise(x, pre.power() / 10.0, rng, cd(0.5, -0.3));
+    std::fill(x.begin() + static_cast<std::ptrdiff_t>(x.size() / 2),
+              x.begin() + static_cast<std::ptrdiff_t>(x.size() / 2 + 3 * P), cf32{});
+    std::vector<cf32> burst(2 * P, cf32{});
+    add_noise(burst, 1e4, rng);
+    std::copy(burst.begin(), burst.end(), x.begin() + static_cast<std::ptrdiff_t>(x.size() / 2 + 5 * P));
+    std::fill(x.begin() + static_cast<std::ptrdiff_t>(x.size() / 2 + 7 * P),
+              x.begin() + static_cast<std::ptrdiff_t>(x.size() / 2 + 12 * P), cf32{});
+    for (std::size_t at = x.size() / 2 + 13 * P; at + 2 * P < x.size(); at += 2 * P + gap(rng)) {
+        add_preamble(x, at, pre, cfo(rng), ph(rng));
+        starts.push_back(at);
+    }
+    return x;
+}
+
+struct KernelRun {
+    std::vector<SyncDetection> det;
+    std::vector<std::uint64_t> reported_at;  // sync.samples() - 1 after the call that reported each detection
+    fedlora::phy::SyncStats stats;
+    std::string kernel;
+};
+
+KernelRun run_kernel(const Numerology& num, const std::string& kernel, const std::vector<cf32>& x,
+                     const std::vector<std::size_t>& sizes, double threshold = 0.0) {
+    SyncConfig c = config_for(num);
+    c.kernel = kernel;
+    c.threshold = threshold;
+    Synchronizer sync(c);
+    KernelRun r;
+    r.kernel = sync.kernel_name();
+    r.det.reserve(sync.max_detections(x.size()));
+    std::size_t i = 0, k = 0;
+    while (i < x.size()) {
+        const std::size_t m = std::min(sizes[k++ % sizes.size()], x.size() - i);
+        const std::size_t got = sync.process(x.data() + i, m, r.det);
+        EXPECT_LE(got, sync.max_detections(m));
+        i += m;
+        for (std::size_t j = 0; j < got; ++j)
+            r.reported_at.push_back(sync.samples() - 1);
+    }
+    r.stats = sync.stats();
+    return r;
+}
+
+}  // namespace
+
+TEST(SyncKernels, CoarseStageMatchesTheExactPerSampleMetric) {
+    // Replays the coarse stage (trigger on M >= g, argmax over fft_size + cp_len values of d, hold-off after a
+    // detection or a rejection) on SchmidlCoxMetric and compares triggers, peaks and peak values with every kernel.
+    // Threshold 0 is the automatic one; 3/L makes about 5% of noise samples cross (P(M >= g) <= (1-g)^(L-2)), so
+    // noise triggers often and the cross-correlation rejects.
+    for (const double thr_l : {0.0, 3.0})
+    for (const auto& num : {make(64, 16, 48), acceptance(), make(1024, 128, 768)}) {
+        std::vector<std::size_t> starts;
+        const auto x = kernel_stream(num, 4000 + static_cast<std::uint64_t>(num.fft_size), starts);
+        const std::int64_t L = num.fft_size / 2, cp = num.cp_len, span = num.fft_size + cp, Lp = 2 * span;
+        const std::int64_t margin = std::min(L / 2, L / 4 + 8);
+        SyncConfig cfg = config_for(num);
+        cfg.threshold = thr_l / static_cast<double>(L);
+        const double g = cfg.resolved_threshold();
+        for (const auto& kernel : kernels_here()) {
+            const auto r = run_kernel(num, kernel, x, {4096}, cfg.threshold);
+            SchmidlCoxMetric ref(static_cast<int>(L));
+            std::int64_t holdoff = 0, search_last = -1, best_d = 0, wait_until = -1;
+            double best_m = 0.0;
+            std::size_t k = 0, triggers = 0, rejected = 0;
+            for (std::size_t n = 0; n < x.size(); ++n) {
+                ref.push(x[n]);
+                const std::int64_t d = static_cast<std::int64_t>(n) - 2 * L + 1;
+                if (d < 0 || static_cast<std::int64_t>(n) <= wait_until)
+                    continue;
+                if (search_last < 0) {
+                    if (d >= holdoff && ref.exceeds(g)) {
+                        ++triggers;
+                        search_last = d + span - 1;
+                        best_d = d;
+                        best_m = ref.metric();
+                    }
+                    continue;
+                }
+                if (ref.metric() > best_m) {
+                    best_d = d;
+                    best_m = ref.metric();
+                }
+                if (d < search_last)
+                    continue;
+                // Search complete: the kernel's detection (or rejection) of this peak.
+                wait_until = best_d + margin + Lp - 1;
+                if (k < r.det.size() && r.det[k].metric_peak == static_cast<std::uint64_t>(best_d)) {
+                    const auto& det = r.det[k++];
+                    EXPECT_NEAR(det.metric, best_m, 1e-9 * (1.0 + best_m)) << r.kernel << " N=" << num.fft_size;
+                    const auto direct = direct_metric(x, static_cast<std::size_t>(best_d), static_cast<int>(L));
+                    EXPECT_NEAR(det.metric, direct.m, 1e-9 * (1.0 + direct.m)) << r.kernel << " N=" << num.fft_size;
+                    holdoff = static_cast<std::int64_t>(det.start) + Lp;
+                } else {
+                    ++rejected;
+                    holdoff = search_last + 1;
+                }
+                search_last = -1;
+            }
+            EXPECT_EQ(k, r.det.size()) << r.kernel << " N=" << num.fft_size;
+            EXPECT_EQ(triggers, r.stats.triggers) << r.kernel << " N=" << num.fft_size;
+            EXPECT_EQ(rejected, r.stats.rejected) << r.kernel << " N=" << num.fft_size;
+            if (kernel == "generic")
+                std::cout << "[sync] replay N=" << num.fft_size << " threshold " << g << ": " << triggers
+                          << " triggers, " << rejected << " rejected, " << r.det.size() << " detections\n";
+            if (thr_l > 0.0)
+                continue;
+            // Every preamble found, at its start.
+            ASSERT_EQ(r.det.size(), starts.size()) << r.kernel << " N=" << num.fft_size;
+            for (std::size_t i = 0; i < starts.size(); ++i)
+                EXPECT_EQ(r.det[i].start, starts[i]) << r.kernel << " N=" << num.fft_size;
+        }
+    }
+}
+
+TEST(SyncKernels, KernelsAgreeAndNoneDependsOnChunking) {
+    for (const auto& num : {make(64, 16, 48), acceptance(), make(1024, 128, 768)}) {
+        std::vector<std::size_t> starts;
+        const auto x = kernel_stream(num, 5000 + static_cast<std::uint64_t>(num.fft_size), starts);
+        const std::size_t latency = Synchronizer(config_for(num)).max_latency();
+        std::mt19937_64 crng(17);
+        std::uniform_int_distribution<std::size_t> rs(1, 3000);
+        std::vector<std::size_t> random_sizes(400);
+        for (auto& s : random_sizes)
+            s = rs(crng);
+        const auto base = run_kernel(num, "generic", x, {x.size()});
+        ASSERT_EQ(base.det.size(), starts.size()) << "N=" << num.fft_size;
+        for (const auto& kernel : kernels_here()) {
+            const auto one = run_kernel(num, kernel, x, {x.size()});
+            std::cout << "[sync] N=" << num.fft_size << " kernel " << kernel << " runs " << one.kernel << ": "
+                      << one.det.size() << " detections, " << one.stats.triggers << " triggers\n";
+            // The kernels round differently in their last bits only.
+            ASSERT_EQ(one.det.size(), base.det.size()) << one.kernel << " N=" << num.fft_size;
+            EXPECT_EQ(one.stats.triggers, base.stats.triggers) << one.kernel << " N=" << num.fft_size;
+            for (std::size_t i = 0; i < base.det.size(); ++i) {
+                EXPECT_EQ(one.det[i].start, base.det[i].start) << one.kernel;
+                EXPECT_EQ(one.det[i].metric_peak, base.det[i].metric_peak) << one.kernel;
+                EXPECT_NEAR(one.det[i].metric, base.det[i].metric, 1e-12) << one.kernel;
+                EXPECT_NEAR(one.det[i].cfo, base.det[i].cfo, 1e-9) << one.kernel;
+                EXPECT_NEAR(one.det[i].xcorr, base.det[i].xcorr, 1e-9) << one.kernel;
+            }
+            // Within one kernel, chunking changes nothing at all, and every report comes within max_latency().
+            for (const auto& sizes : std::vector<std::vector<std::size_t>>{{1}, {7}, {4096}, random_sizes}) {
+                const auto got = run_kernel(num, kernel, x, sizes);
+                ASSERT_EQ(got.det.size(), one.det.size()) << one.kernel << " chunk " << sizes[0];
+                EXPECT_EQ(got.stats.triggers, one.stats.triggers);
+                EXPECT_EQ(got.stats.samples, x.size());
+                for (std::size_t i = 0; i < one.det.size(); ++i) {
+                    EXPECT_EQ(got.det[i].start, one.det[i].start) << one.kernel << " chunk " << sizes[0];
+                    EXPECT_EQ(got.det[i].metric_peak, one.det[i].metric_peak);
+                    EXPECT_EQ(got.det[i].metric, one.det[i].metric);
+                    EXPECT_EQ(got.det[i].cfo, one.det[i].cfo);
+                    EXPECT_EQ(got.det[i].cfo_coarse, one.det[i].cfo_coarse);
+                    EXPECT_EQ(got.det[i].xcorr, one.det[i].xcorr);
+                    if (sizes[0] == 1) {
+                        EXPECT_LE(got.reported_at[i], got.det[i].start + latency) << one.kernel;
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST(SyncKernels, ZerosAndPureDcNeverTriggerInAnyKernel) {
+    for (const auto& num : {make(64, 16, 48), acceptance(), make(1024, 128, 768)}) {
+        std::vector<cf32> x(60000, cf32{});
+        std::fill(x.begin() + 5000, x.begin() + 25000, cf32(3.0f, -1.5f));
+        std::mt19937_64 rng(3);
+        std::vector<cf32> burst(5000, cf32{});
+        add_noise(burst, 1e6, rng);
+        std::copy(burst.begin(), burst.end(), x.begin() + 30000);  // strong noise burst, then exact zeros
+        std::copy(burst.begin(), burst.end(), x.begin() + 45000);
+        std::fill(x.begin() + 50000, x.end(), cf32(-2.0f, 0.25f));  // burst, then DC
+        for (const auto& kernel : kernels_here()) {
+            const auto r = run_kernel(num, kernel, x, {1000});
+            EXPECT_TRUE(r.det.empty()) << r.kernel << " N=" << num.fft_size;
+            EXPECT_EQ(r.stats.triggers, 0u) << r.kernel << " N=" << num.fft_size;
+        }
+    }
+}
+
+TEST(SyncConfig, KernelChoice) {
+    SyncConfig c = config_for(acceptance());
+    c.kernel = "sse9";
+    try {
+        Synchronizer s(c);
+        FAIL() << "accepted kernel sse9";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("kernel = \"sse9\""), std::string::npos) << e.what();
+    }
+    c.kernel = "generic";
+    EXPECT_STREQ(Synchronizer(c).kernel_name(), "generic");
+    c.kernel = "auto";
+    const std::string chosen = Synchronizer(c).kernel_name();
+    EXPECT_TRUE(chosen == "avx512" || chosen == "avx2" || chosen == "generic") << chosen;
+    // Below fft_size 128 the AVX-512 kernel does not apply; the portable code runs.
+    c = config_for(make(64, 16, 48));
+    EXPECT_STRNE(Synchronizer(c).kernel_name(), "avx512");
+}

@@ -1,20 +1,22 @@
 // Streaming burst synchronisation on the Schmidl & Cox preamble (preamble.h), and CFO correction.
 //
 // Pipeline, per input sample (derivation and thresholds in docs/math.md, "Synchronisation"):
-//  1. SchmidlCoxMetric: with L = fft_size/2 and the window of 2L samples starting at d,
+//  1. Schmidl & Cox metric: with L = fft_size/2 and the window of 2L samples starting at d,
 //       P(d) = sum_{m<L} conj(r[d+m]) r[d+m+L] - conj(S1) S2 / L,
 //       R(d) = (E1 + E2) / 2 with E_i = sum |r|^2 - |S_i|^2 / L over half i,  S_i = sum of r over half i,
 //       M(d) = |P|^2 / R^2  in [0, 1].
 //     The half-means are removed ("centred" sums), which makes P, R and M exactly invariant to a constant (DC)
-//     offset in the input: a DC offset alone never raises the metric. Sums are sliding-window sums computed in
-//     O(1) per sample (amortised) without add-and-subtract drift.
+//     offset in the input: a DC offset alone never raises the metric. Sums are sliding-window sums in double
+//     precision (products of float samples are exact in double) without add-and-subtract drift. The synchroniser
+//     evaluates them a group of L samples at a time with a vectorised kernel (AVX-512 when the CPU has it, else
+//     portable code), testing |P|^2 >= g R^2 without a division; SchmidlCoxMetric below is the per-sample form.
 //  2. Coarse detection: the first d with M(d) >= threshold opens a search over the next fft_size + cp_len values of
 //     d; its argmax d* gives the coarse CFO angle(P(d*)) / pi (subcarrier spacings, |cfo| < 1).
 //  3. Fine timing and confirmation: the samples around d* are DC-removed (window mean), derotated by the coarse
 //     CFO and cross-correlated with the known symbol 2 (with its CP) for every start t in
-//     [d* - cp - m, d* + m], m = min(L/2, L/4 + 8); the argmax is the reported start. The detection is kept only
-//     if the normalised cross-correlation with the whole preamble, rho = |c|^2 / (E_ref E_rx), reaches
-//     xcorr_threshold (a second, independent false-alarm defence).
+//     [d* - cp - m, d* + m], m = min(L/2, L/4 + 8) (all starts at once, by FFT); the argmax is the reported start.
+//     The detection is kept only if the normalised cross-correlation with the whole preamble,
+//     rho = |c|^2 / (E_ref E_rx), reaches xcorr_threshold (a second, independent false-alarm defence).
 //  4. Fine CFO: the phase advance between the correlations of the two preamble symbols (fft_size + cp_len samples
 //     apart) measures the residual CFO, which is added to the coarse one.
 // Every decision is taken at a fixed absolute sample index, so the detections do not depend on how the stream is
@@ -29,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -50,6 +53,10 @@ struct SyncConfig {
     // rho ~ sqrt(M) >= M, so this never rejects what the metric found; on noise rho's tail is (1-g)^(2(N+cp)-1)).
     double xcorr_threshold = 0.0;
     std::uint32_t preamble_seed = Preamble::kDefaultSeed;
+    // Metric kernel: "auto" (the fastest this CPU runs), "avx512", "avx2" (portable code compiled for AVX2 + FMA) or
+    // "generic" (portable code, any CPU). All compute the same quantities; they may differ in the last bits.
+    // "avx512" needs fft_size >= 128 (smaller sizes run the portable code).
+    std::string kernel = "auto";
 
     // Throws std::invalid_argument naming the bad field and its value (numerology fields included).
     void validate() const;
@@ -97,8 +104,7 @@ public:
     double energy() const { return r_; }                     // R = (E1 + E2) / 2, centred
 
 private:
-    friend class Synchronizer;
-    inline void update(std::complex<float> x);  // the body of push(), inlined into Synchronizer (sync.cpp)
+    inline void update(std::complex<float> x);  // the body of push()
 
     struct Sums {  // window sums of r, |r|^2 and conj(r[n-L]) r[n]
         double ar = 0, ai = 0, e = 0, pr = 0, pi = 0;
@@ -121,6 +127,9 @@ private:
 
 class Synchronizer {
 public:
+    // Throws std::invalid_argument for a bad configuration. Construction makes FFTW plans (fine timing), and FFTW's
+    // planner is not thread-safe: synchronisers serialise their planning among themselves, but must not be
+    // constructed while another thread plans FFTW transforms through some other code.
     explicit Synchronizer(const SyncConfig& cfg);
     ~Synchronizer();
     Synchronizer(Synchronizer&&) noexcept;
@@ -146,8 +155,11 @@ public:
     // Upper bound on the detections one call with n samples can report.
     std::size_t max_detections(std::size_t n) const;
     // A detected preamble whose first sample has absolute index t0 is reported, at the latest, by the call that
-    // consumes sample t0 + max_latency() (e.g. append this many samples after a burst to flush it).
+    // consumes sample t0 + max_latency() (e.g. append this many samples after a burst to flush it). This includes
+    // up to fft_size/2 - 1 samples of buffering: the metric is computed a group of fft_size/2 samples at a time.
     std::size_t max_latency() const;
+    // The metric kernel in use ("avx512", "avx2" or "generic").
+    const char* kernel_name() const;
 
     // Back to the state after construction (absolute sample index 0, statistics cleared); does not allocate.
     void reset();
