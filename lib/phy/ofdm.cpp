@@ -1,57 +1,14 @@
 #include "fedlora/phy/ofdm.h"
 
-#include <fftw3.h>
+#include "fft_plan.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 
 namespace fedlora::phy {
-
-namespace {
-// FFTW's planner is not thread-safe; plan creation and destruction are serialised here.
-std::mutex& planner_mutex() {
-    static std::mutex m;
-    return m;
-}
-}  // namespace
-
-// One in-place complex FFT of fixed size with a 64-byte aligned work buffer (fftwf_malloc).
-class FftPlan {
-public:
-    FftPlan(int n, int sign) : n_(n) {
-        std::lock_guard<std::mutex> lock(planner_mutex());
-        buf_ = reinterpret_cast<cf32*>(fftwf_malloc(sizeof(cf32) * static_cast<std::size_t>(n)));
-        if (!buf_)
-            throw std::bad_alloc();
-        auto* b = reinterpret_cast<fftwf_complex*>(buf_);
-        plan_ = fftwf_plan_dft_1d(n, b, b, sign, FFTW_MEASURE);
-        if (!plan_) {
-            fftwf_free(buf_);
-            throw std::runtime_error("FFTW could not plan a size-" + std::to_string(n) + " transform");
-        }
-        std::fill(buf_, buf_ + n, cf32{});
-    }
-    ~FftPlan() {
-        std::lock_guard<std::mutex> lock(planner_mutex());
-        fftwf_destroy_plan(plan_);
-        fftwf_free(buf_);
-    }
-    FftPlan(const FftPlan&) = delete;
-    FftPlan& operator=(const FftPlan&) = delete;
-
-    cf32* buffer() { return buf_; }
-    void execute() { fftwf_execute(plan_); }
-    int size() const { return n_; }
-
-private:
-    int n_;
-    cf32* buf_ = nullptr;
-    fftwf_plan plan_ = nullptr;
-};
 
 namespace {
 std::vector<int> bins_of(const Numerology& num) {

@@ -1,5 +1,7 @@
 #include "fedlora/phy/sync.h"
 
+#include "fft_plan.h"
+
 #include <fftw3.h>
 #include <volk/volk.h>
 #include <volk/volk_alloc.hh>
@@ -578,13 +580,6 @@ __attribute__((target("avx512f"))) bool pass2_avx512(BlockWork& w, int cur) {
 }
 #endif
 
-// FFTW's planner is not thread-safe: plans made here are made under this lock. (ofdm.cpp holds its own lock; the
-// two never plan concurrently in this project, which constructs its phy objects on one thread.)
-std::mutex& fftw_plan_mutex() {
-    static std::mutex m;
-    return m;
-}
-
 // Cross-correlation of a segment with a fixed template by FFT: c[t] = sum_n seg[t + n] conj(tmpl[n]) for every t,
 // in O(n log n) instead of one dot product per t.
 class FftCorrelator {
@@ -594,7 +589,7 @@ public:
         while (n_ < tmpl_len + max_lags - 1)
             n_ <<= 1;
         {
-            std::lock_guard<std::mutex> lock(fftw_plan_mutex());
+            std::lock_guard<std::mutex> lock(fftw_planner_mutex());
             buf_ = reinterpret_cast<lv_32fc_t*>(fftwf_alloc_complex(n_));
             if (buf_) {
                 auto* b = reinterpret_cast<fftwf_complex*>(buf_);
@@ -645,7 +640,7 @@ public:
 
 private:
     void release() {
-        std::lock_guard<std::mutex> lock(fftw_plan_mutex());
+        std::lock_guard<std::mutex> lock(fftw_planner_mutex());
         if (fwd_)
             fftwf_destroy_plan(fwd_);
         if (inv_)

@@ -127,9 +127,9 @@ private:
 
 class Synchronizer {
 public:
-    // Throws std::invalid_argument for a bad configuration. Construction makes FFTW plans (fine timing), and FFTW's
-    // planner is not thread-safe: synchronisers serialise their planning among themselves, but must not be
-    // constructed while another thread plans FFTW transforms through some other code.
+    // Throws std::invalid_argument for a bad configuration. Construction makes FFTW plans (fine timing) under the
+    // planner lock every fedlora_phy kernel shares, so phy objects may be built on several threads; code outside
+    // fedlora_phy that plans FFTW transforms concurrently is not covered by that lock.
     explicit Synchronizer(const SyncConfig& cfg);
     ~Synchronizer();
     Synchronizer(Synchronizer&&) noexcept;

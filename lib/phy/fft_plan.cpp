@@ -1,0 +1,35 @@
+#include "fft_plan.h"
+
+#include <algorithm>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+namespace fedlora::phy {
+
+std::mutex& fftw_planner_mutex() {
+    static std::mutex m;
+    return m;
+}
+
+FftPlan::FftPlan(int n, int sign) : n_(n) {
+    std::lock_guard<std::mutex> lock(fftw_planner_mutex());
+    buf_ = reinterpret_cast<std::complex<float>*>(fftwf_malloc(sizeof(std::complex<float>) * static_cast<std::size_t>(n)));
+    if (!buf_)
+        throw std::bad_alloc();
+    auto* b = reinterpret_cast<fftwf_complex*>(buf_);
+    plan_ = fftwf_plan_dft_1d(n, b, b, sign, FFTW_MEASURE);
+    if (!plan_) {
+        fftwf_free(buf_);
+        throw std::runtime_error("FFTW could not plan a size-" + std::to_string(n) + " transform");
+    }
+    std::fill(buf_, buf_ + n, std::complex<float>{});
+}
+
+FftPlan::~FftPlan() {
+    std::lock_guard<std::mutex> lock(fftw_planner_mutex());
+    fftwf_destroy_plan(plan_);
+    fftwf_free(buf_);
+}
+
+}  // namespace fedlora::phy

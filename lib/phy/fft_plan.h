@@ -1,0 +1,34 @@
+// Internal to fedlora_phy: one lock for FFTW's planner (not thread-safe), shared by every kernel that plans, and an
+// RAII in-place transform with an aligned buffer.
+#pragma once
+
+#include <complex>
+#include <mutex>
+
+#include <fftw3.h>
+
+namespace fedlora::phy {
+
+// Every fftwf_plan_* and fftwf_destroy_plan call in the library happens under this lock.
+std::mutex& fftw_planner_mutex();
+
+// One in-place complex FFT of fixed size with a 64-byte aligned work buffer (fftwf_malloc), planned with
+// FFTW_MEASURE. sign: FFTW_FORWARD (e^{-j...}) or FFTW_BACKWARD (e^{+j...}); neither is normalised.
+class FftPlan {
+public:
+    FftPlan(int n, int sign);
+    ~FftPlan();
+    FftPlan(const FftPlan&) = delete;
+    FftPlan& operator=(const FftPlan&) = delete;
+
+    std::complex<float>* buffer() { return buf_; }
+    void execute() { fftwf_execute(plan_); }
+    int size() const { return n_; }
+
+private:
+    int n_;
+    std::complex<float>* buf_ = nullptr;
+    fftwf_plan plan_ = nullptr;
+};
+
+}  // namespace fedlora::phy
