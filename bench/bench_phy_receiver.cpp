@@ -67,16 +67,15 @@ void BM_Receiver(benchmark::State& state) {
     sc.numerology = num;
     Synchronizer sync(sc);
     CfoCorrector cfo;
-    OfdmDemodulator demod(num);
     ChannelEstimatorConfig ec;
     ec.name = "dft";
-    auto est = make_channel_estimator(num, ec);
-    const auto pilot = zadoff_chu(static_cast<std::size_t>(num.n_occupied));
+    FrameReceiver receiver(st.frame, ec, num.cp_len / 8);
     const auto M = static_cast<std::size_t>(num.n_occupied);
-    std::vector<cf32> corrected(st.samples.size()), y(M), out(M);
-    std::vector<std::complex<double>> scale(M, 0.5);
-    ChannelEstimate ce;
-    est->estimate(pilot.data(), pilot.data(), 0.0, ce);  // size the output once
+    const std::vector<double> pilot_power(st.frame.n_devices, 1.0);
+    const std::vector<std::complex<double>> combiner(M, 0.5), expected(M, 0.5);
+    std::vector<std::vector<cf32>> rx(1, std::vector<cf32>(st.samples.size()));
+    std::vector<ChannelEstimate> est;
+    std::vector<cf32> out;
     std::vector<SyncDetection> det;
     det.reserve(sync.max_detections(st.samples.size()));
     std::size_t frames = 0;
@@ -87,26 +86,17 @@ void BM_Receiver(benchmark::State& state) {
         for (std::size_t at = 0; at < st.samples.size(); at += 4096) {
             const std::size_t n = std::min<std::size_t>(4096, st.samples.size() - at);
             sync.process(st.samples.data() + at, n, det);
-            cfo.apply(st.samples.data() + at, corrected.data() + at, n);
+            cfo.apply(st.samples.data() + at, rx[0].data() + at, n);
         }
-        // Per detected frame: estimate every pilot slot, combine every payload symbol.
+        // Per detected frame, the library's receiver: every pilot slot estimated, every payload symbol combined
+        // with common-phase removal.
         for (const auto& d : det) {
-            const std::size_t start = static_cast<std::size_t>(d.start);
-            if (start + st.frame_len > corrected.size())
+            const auto start = static_cast<std::size_t>(d.start);
+            if (start < static_cast<std::size_t>(receiver.timing_backoff()) ||
+                start - receiver.timing_backoff() + st.frame_len > rx[0].size())
                 continue;
-            for (std::size_t k = 0; k < st.frame.n_devices; ++k) {
-                demod.demodulate(corrected.data() + start + layout.pilot_offset(k, 0), y.data(), 1);
-                est->estimate(y.data(), pilot.data(), 0.0, ce);
-            }
-            for (std::size_t i = 0; i < st.n_payload; ++i) {
-                demod.demodulate(corrected.data() + start + layout.payload_offset(i), y.data(), 1);
-                std::complex<double> c = 0.0;
-                for (std::size_t m = 0; m < M; m += static_cast<std::size_t>(num.pilot_spacing))
-                    c += std::complex<double>(y[m]);
-                const auto derot = std::polar(1.0, -std::arg(c));
-                for (std::size_t m = 0; m < M; ++m)
-                    out[m] = cf32(std::complex<double>(y[m]) * scale[m] * derot);
-            }
+            receiver.estimate_channels(rx[0], start, pilot_power, est);
+            receiver.payload(rx, start, st.n_payload, 1, combiner, expected, out);
             ++frames;
         }
         benchmark::DoNotOptimize(out.data());

@@ -2,7 +2,11 @@
 
 #include <Eigen/Dense>
 
+#include "fft_plan.h"
+
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <numeric>
 #include <stdexcept>
 
@@ -27,12 +31,16 @@ std::vector<std::complex<float>> zadoff_chu(std::size_t n, unsigned root) {
 namespace {
 
 using Mat = Eigen::MatrixXcd;
-using Vec = Eigen::VectorXcd;
+// Per-call work runs in single precision (the samples are float; the basis is built in double and rounded once).
+using MatF = Eigen::MatrixXcf;
+using VecF = Eigen::VectorXcf;
+using cf = std::complex<float>;
 
 // Common part: the LS estimate and an orthonormal basis U (M × r) of the delay window's subspace, from the
 // delay-domain matrix F (M × L), F[i, t] = exp(−j2π k_i τ_t / N), τ_t = t − pre. With FᴴF = V S² Vᴴ,
 // U = F V S⁻¹ (columns with negligible s dropped). Projection: U Uᴴ; the uniform-PDP correlation R = F Fᴴ / L
-// has the same eigenvectors with eigenvalues s²/L. Per call everything costs O(M·r).
+// has the same eigenvectors with eigenvalues s²/L. U is never formed: products with F and Fᴴ are FFTs, so a call
+// costs two N-point FFTs and two r × L products.
 class WindowedEstimator : public ChannelEstimator {
 public:
     WindowedEstimator(const Numerology& num, int pre, int max) : m_(static_cast<std::size_t>(num.n_occupied)) {
@@ -56,30 +64,78 @@ public:
             if (s2(j) > keep)
                 cols.push_back(j);
         r_ = cols.size();
-        u_.resize(static_cast<Eigen::Index>(m_), static_cast<Eigen::Index>(r_));
         lambda_.resize(static_cast<Eigen::Index>(r_));
+        for (std::size_t c = 0; c < r_; ++c)
+            lambda_(static_cast<Eigen::Index>(c)) = s2(cols[c]) / L;
+        // U = F V S⁻¹, so Uᴴx = S⁻¹Vᴴ(Fᴴx) and Uc = F(V S⁻¹c): the products with F and Fᴴ are an FFT each (the
+        // occupied carriers are bins of the N-point DFT, the window's delays are time indices), leaving only the
+        // small r × L matrices. to_coef_ = S⁻¹Vᴴ, from_coef_ = V S⁻¹.
+        to_coef_.resize(static_cast<Eigen::Index>(r_), L);
+        from_coef_.resize(L, static_cast<Eigen::Index>(r_));
         for (std::size_t c = 0; c < r_; ++c) {
             const auto j = cols[c];
-            u_.col(static_cast<Eigen::Index>(c)) = f * eig.eigenvectors().col(j) / std::sqrt(s2(j));
-            lambda_(static_cast<Eigen::Index>(c)) = s2(j) / L;
+            const double inv_s = 1.0 / std::sqrt(s2(j));
+            to_coef_.row(static_cast<Eigen::Index>(c)) = (eig.eigenvectors().col(j).adjoint() * inv_s).cast<cf>();
+            from_coef_.col(static_cast<Eigen::Index>(c)) = (eig.eigenvectors().col(j) * inv_s).cast<cf>();
         }
+        n_ = num.fft_size;
+        for (int k : carriers)
+            bins_.push_back(num.bin_of(k));
+        for (int t = 0; t < L; ++t)
+            delay_bins_.push_back(((t - pre) % n_ + n_) % n_);
+        to_delay_ = std::make_unique<FftPlan>(n_, FFTW_BACKWARD);
+        to_freq_ = std::make_unique<FftPlan>(n_, FFTW_FORWARD);
         ls_.resize(static_cast<Eigen::Index>(m_));
+        z_.resize(L);
+        g_.resize(L);
         coef_.resize(static_cast<Eigen::Index>(r_));
         proj_.resize(static_cast<Eigen::Index>(m_));
     }
 
 protected:
     void least_squares(const std::complex<float>* y, const std::complex<float>* pilot) {
+        for (std::size_t i = 0; i < m_; ++i) {
+            // y / p written out: std::complex division calls a library routine that also handles inf and NaN.
+            const cf p = pilot[i];
+            const float inv = 1.0f / std::norm(p);
+            ls_(static_cast<Eigen::Index>(i)) = y[i] * std::conj(p) * inv;
+        }
+        coefficients(ls_, coef_);
+        from_coefficients(coef_, proj_);
+    }
+    // z = Fᴴx (the window's delay taps of x): one inverse FFT.
+    void delay_taps(const VecF& x, VecF& z) {
+        cf* b = to_delay_->buffer();
+        std::fill(b, b + n_, cf{});
         for (std::size_t i = 0; i < m_; ++i)
-            ls_(static_cast<Eigen::Index>(i)) = std::complex<double>(y[i]) / std::complex<double>(pilot[i]);
-        coef_.noalias() = u_.adjoint() * ls_;
-        proj_.noalias() = u_ * coef_;
+            b[bins_[i]] = x(static_cast<Eigen::Index>(i));
+        to_delay_->execute();
+        for (std::size_t t = 0; t < delay_bins_.size(); ++t)
+            z(static_cast<Eigen::Index>(t)) = b[delay_bins_[t]];
+    }
+    // c = Uᴴx.
+    void coefficients(const VecF& x, VecF& c) {
+        delay_taps(x, z_);
+        c.noalias() = to_coef_ * z_;
+    }
+    // x = Uc: one forward FFT of the window's taps V S⁻¹ c.
+    void from_coefficients(const VecF& c, VecF& x) {
+        g_.noalias() = from_coef_ * c;
+        cf* b = to_freq_->buffer();
+        std::fill(b, b + n_, cf{});
+        for (std::size_t t = 0; t < delay_bins_.size(); ++t)
+            b[delay_bins_[t]] = g_(static_cast<Eigen::Index>(t));
+        to_freq_->execute();
+        for (std::size_t i = 0; i < m_; ++i)
+            x(static_cast<Eigen::Index>(i)) = b[bins_[i]];
     }
     // The residual outside the window subspace is noise only, with M − r complex degrees of freedom.
-    double residual_noise_var() const { return (ls_ - proj_).squaredNorm() / static_cast<double>(m_ - r_); }
+    double residual_noise_var() const {
+        return static_cast<double>((ls_ - proj_).squaredNorm()) / static_cast<double>(m_ - r_);
+    }
     // Channel power per carrier: the projection's energy less the noise it keeps (r/M of σ²).
     double channel_gain(double noise_var) const {
-        return std::max(proj_.squaredNorm() / static_cast<double>(m_) -
+        return std::max(static_cast<double>(proj_.squaredNorm()) / static_cast<double>(m_) -
                             noise_var * static_cast<double>(r_) / static_cast<double>(m_),
                         1e-30);
     }
@@ -95,9 +151,12 @@ protected:
     std::size_t m_;
     std::size_t r_ = 0;
     Mat f_;  // delay-domain columns of the window
-    Mat u_;
-    Eigen::VectorXd lambda_;
-    Vec ls_, coef_, proj_;
+    Eigen::VectorXd lambda_;  // eigenvalues of the uniform-profile correlation R = F Fᴴ / L on the basis U
+    MatF to_coef_, from_coef_;
+    int n_ = 0;
+    std::vector<int> bins_, delay_bins_;
+    std::unique_ptr<FftPlan> to_delay_, to_freq_;
+    VecF ls_, z_, g_, coef_, proj_;
 };
 
 class LsEstimator final : public WindowedEstimator {
@@ -138,16 +197,16 @@ public:
         const double g = channel_gain(noise);
         double err = 0.0;
         for (Eigen::Index c = 0; c < coef_.size(); ++c) {
-            coef_(c) *= g * lambda_(c) / (g * lambda_(c) + noise);
+            coef_(c) *= static_cast<float>(g * lambda_(c) / (g * lambda_(c) + noise));
             err += g * lambda_(c) * noise / (g * lambda_(c) + noise);
         }
-        out_.noalias() = u_ * coef_;
+        from_coefficients(coef_, out_);
         finish(out_, noise, out);
         out.error_var = err / static_cast<double>(m_);
     }
 
 private:
-    Vec out_;
+    VecF out_;
 };
 
 
@@ -161,6 +220,7 @@ class SparseEstimator final : public WindowedEstimator {
 public:
     SparseEstimator(const Numerology& num, int pre, int max) : WindowedEstimator(num, pre, max) {
         const auto L = f_.cols();
+        ff_ = f_.cast<cf>();
         col_norm2_ = f_.colwise().squaredNorm().transpose();
         kappa_ = std::log(100.0 * static_cast<double>(L));
         q_.resize(f_.rows(), L);
@@ -179,7 +239,7 @@ public:
         residual_ = ls_;
         Eigen::Index s = 0;
         while (s < f_.cols()) {
-            corr_.noalias() = f_.adjoint() * residual_;
+            delay_taps(residual_, corr_);
             Eigen::Index best = -1;
             double best_v = kappa_ * noise;
             for (Eigen::Index t = 0; t < corr_.size(); ++t) {
@@ -193,13 +253,13 @@ public:
                 break;
             taken_[static_cast<std::size_t>(best)] = 1;
             // Modified Gram-Schmidt against the columns taken so far, into the preallocated q_.
-            q_.col(s) = f_.col(best);
+            q_.col(s) = ff_.col(best);
             for (Eigen::Index j = 0; j < s; ++j)
                 q_.col(s) -= (q_.col(j).adjoint() * q_.col(s)).value() * q_.col(j);
-            const double nrm = q_.col(s).norm();
+            const double nrm = static_cast<double>(q_.col(s).norm());
             if (nrm < 1e-6 * std::sqrt(col_norm2_(best)))
                 continue;  // numerically inside the span already
-            q_.col(s) /= nrm;
+            q_.col(s) /= static_cast<float>(nrm);
             const auto c = (q_.col(s).adjoint() * residual_).value();
             out_ += c * q_.col(s);
             residual_ -= c * q_.col(s);
@@ -210,9 +270,9 @@ public:
     }
 
 private:
-    Mat q_;
+    MatF ff_, q_;
     Eigen::VectorXd col_norm2_;
-    Vec corr_, residual_, out_;
+    VecF corr_, residual_, out_;
     std::vector<unsigned char> taken_;
     double kappa_ = 0.0;
 };

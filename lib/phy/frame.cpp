@@ -207,10 +207,15 @@ double FrameReceiver::payload(const std::vector<std::vector<std::complex<float>>
     for (auto& y : ys_)
         y.resize(M);
     out.resize(n * L * n_data);
+    // Combining runs in single precision, like the samples (the combiner is rounded once per call).
+    combiner_.resize(combiner.size());
+    for (std::size_t i = 0; i < combiner.size(); ++i)
+        combiner_[i] = std::complex<float>(combiner[i]);
     auto combine = [&](std::size_t m, std::size_t l) {
-        std::complex<double> z = 0.0;
+        std::complex<float> z = 0.0f;
+        const std::complex<float>* w = combiner_.data() + (m * L + l) * R;
         for (std::size_t r = 0; r < R; ++r)
-            z += combiner[(m * L + l) * R + r] * std::complex<double>(ys_[r][m]);
+            z += w[r] * ys_[r][m];
         return z;
     };
     double cpe_sum = 0.0;
@@ -224,17 +229,17 @@ double FrameReceiver::payload(const std::vector<std::vector<std::complex<float>>
                 std::complex<double> want = 0.0;
                 for (std::size_t l2 = 0; l2 < L; ++l2)
                     want += expected[(m * L + l) * L + l2] * std::complex<double>(layout_.payload_pilot(i, j * L + l2));
-                c += combine(m, l) * std::conj(want);
+                c += std::complex<double>(combine(m, l)) * std::conj(want);
             }
         }
         const double cpe = std::abs(c) > 0.0 ? std::arg(c) : 0.0;
         cpe_sum += std::abs(cpe);
-        const auto derot = std::polar(1.0, -cpe);
-        for (std::size_t l = 0; l < L; ++l)
-            for (std::size_t j = 0; j < n_data; ++j) {
-                const auto m = static_cast<std::size_t>(data_pos_[j]);
-                out[(i * L + l) * n_data + j] = std::complex<float>(combine(m, l) * derot);
-            }
+        const auto derot = std::polar(1.0f, static_cast<float>(-cpe));
+        for (std::size_t l = 0; l < L; ++l) {
+            std::complex<float>* o = out.data() + (i * L + l) * n_data;
+            for (std::size_t j = 0; j < n_data; ++j)
+                o[j] = combine(static_cast<std::size_t>(data_pos_[j]), l) * derot;
+        }
     }
     return n ? cpe_sum / static_cast<double>(n) : 0.0;
 }

@@ -8,7 +8,8 @@
 //   "ls"     least squares, Ĥ[m] = Y[m] / X[m]: unbiased, error variance σ² per carrier.
 //   "dft"    delay-domain projection: the LS estimate projected onto channels whose impulse response lies in
 //            [−pre_delay, max_delay) samples (the CP window). Error variance σ²·L/M on average, L = pre + max taps,
-//            M occupied carriers; exact with guard bands and the DC gap (no FFT-leakage edge effect).
+//            M occupied carriers; exact with guard bands and the DC gap (no FFT-leakage edge effect), computed with
+//            two FFTs and two small r × L products per call.
 //   "lmmse"  linear MMSE with a uniform power-delay profile over the same window (robust to the true profile):
 //            Ĥ = R (R + σ² I)⁻¹ Ĥ_ls.
 //   "sparse" significant taps by orthogonal matching pursuit over the window's delays, stopping when the best

@@ -140,6 +140,7 @@ private:
     std::unique_ptr<ChannelEstimator> estimator_;
     std::vector<std::complex<float>> pilot_, y_, y2_, acc_;
     std::vector<std::vector<std::complex<float>>> ys_;  // per receive antenna, one demodulated symbol
+    std::vector<std::complex<float>> combiner_;          // the caller's combiner, in single precision
     std::vector<int> data_pos_, pilot_pos_;
 };
 
