@@ -173,6 +173,14 @@ TEST(Wire, HugeDeclaredShapeIsRejectedBeforeAllocation) {
     EXPECT_THROW(decode(b), WireError);
 }
 
+TEST(Wire, MessageTypeNamesRoundTrip) {
+    for (std::uint16_t t = 1; t <= 11; ++t) {
+        const auto type = static_cast<MessageType>(t);
+        EXPECT_EQ(message_type_from_string(to_string(type)), type);
+    }
+    EXPECT_THROW(message_type_from_string("GOSSIP"), WireError);
+}
+
 TEST(Wire, EncodeRejectsInconsistentTensor) {
     Message m;
     Tensor t;

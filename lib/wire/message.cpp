@@ -103,6 +103,13 @@ const char* to_string(MessageType t) {
 
 bool is_known(std::uint16_t type) { return type >= 1 && type <= 11; }
 
+MessageType message_type_from_string(const std::string& name) {
+    for (std::uint16_t t = 1; t <= 11; ++t)
+        if (name == to_string(static_cast<MessageType>(t)))
+            return static_cast<MessageType>(t);
+    throw WireError("unknown message type name '" + name + "'");
+}
+
 std::size_t dtype_size(DType d) {
     switch (d) {
         case DType::F32: return 4;

@@ -35,6 +35,8 @@ enum class MessageType : std::uint16_t {
 };
 const char* to_string(MessageType t);
 bool is_known(std::uint16_t type);
+// Inverse of to_string ("UPDATE" -> MessageType::Update); throws WireError naming the unknown name.
+MessageType message_type_from_string(const std::string& name);
 
 enum class DType : std::uint8_t { F32 = 1, F64 = 2, I32 = 3, I64 = 4, U8 = 5, C64 = 6 };
 std::size_t dtype_size(DType d);

@@ -8,6 +8,7 @@ namespace py = pybind11;
 void bind_ofdm_modulator(py::module& m);
 void bind_ofdm_demodulator(py::module& m);
 void bind_channel_model(py::module& m);
+void bind_wire_blocks(py::module& m);
 void bind_kernels(py::module& m);
 
 PYBIND11_MODULE(fedlora_python, m)
@@ -18,5 +19,6 @@ PYBIND11_MODULE(fedlora_python, m)
     bind_ofdm_modulator(m);
     bind_ofdm_demodulator(m);
     bind_channel_model(m);
+    bind_wire_blocks(m);
     bind_kernels(m);
 }

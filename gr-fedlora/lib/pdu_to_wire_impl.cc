@@ -1,0 +1,62 @@
+/* -*- c++ -*- */
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+#include <gnuradio/fedlora/pdu_to_wire.h>
+#include <gnuradio/io_signature.h>
+
+#include "fedlora/wire/endpoint.h"
+#include "pdu_wire.h"
+
+#include <zmq.hpp>
+
+namespace gr {
+namespace fedlora {
+
+class pdu_to_wire_impl : public pdu_to_wire
+{
+public:
+    pdu_to_wire_impl(const std::string& endpoint, bool bind)
+        : gr::block("pdu_to_wire", gr::io_signature::make(0, 0, 0), gr::io_signature::make(0, 0, 0)),
+          d_context(1),
+          d_socket(d_context, zmq::socket_type::push)
+    {
+        d_socket.set(zmq::sockopt::linger, 1000);
+        d_socket.set(zmq::sockopt::sndtimeo, 1000);
+        if (bind) {
+            d_endpoint = ::fedlora::wire::bind(d_socket, endpoint);
+        } else {
+            try {
+                d_socket.connect(endpoint);
+            } catch (const zmq::error_t& e) {
+                throw std::invalid_argument("pdu_to_wire: cannot connect to '" + endpoint + "': " + e.what());
+            }
+            d_endpoint = endpoint;
+        }
+        message_port_register_in(pmt::mp("pdus"));
+        set_msg_handler(pmt::mp("pdus"), [this](const pmt::pmt_t& pdu) { handle(pdu); });
+    }
+
+    std::string last_endpoint() const override { return d_endpoint; }
+
+private:
+    void handle(const pmt::pmt_t& pdu)
+    {
+        try {
+            if (!::fedlora::wire::send(d_socket, pdu_to_message(pdu)))
+                d_logger->warn("no receiver took the message within 1 s on {}: dropped", d_endpoint);
+        } catch (const std::exception& e) {
+            d_logger->warn("PDU dropped: {}", e.what());
+        }
+    }
+
+    zmq::context_t d_context;
+    zmq::socket_t d_socket;
+    std::string d_endpoint;
+};
+
+pdu_to_wire::sptr pdu_to_wire::make(const std::string& endpoint, bool bind)
+{
+    return gnuradio::make_block_sptr<pdu_to_wire_impl>(endpoint, bind);
+}
+
+} // namespace fedlora
+} // namespace gr
