@@ -9,7 +9,7 @@
 namespace fedlora::app {
 
 void add_bench(CLI::App& app, int& exit_code) {
-    auto* bench = app.add_subcommand("bench", "Measure this machine: LibTorch matmul throughput and the BLAS in use");
+    auto* bench = app.add_subcommand("bench", "Measure this machine: LibTorch matmul throughput and the BLAS in use, LoRA training steps C++ vs Python");
     bench->require_subcommand(1);
 
     struct BlasOpts {
@@ -47,6 +47,7 @@ void add_bench(CLI::App& app, int& exit_code) {
                     r.threads, r.repetitions, r.seconds);
         exit_code = 0;
     });
+    add_bench_train(*bench, exit_code);
 }
 
 }  // namespace fedlora::app

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
 
     int exit_code = 0;
     fedlora::app::add_loopback(app, exit_code);
+    fedlora::app::add_pretrain(app, exit_code);
     fedlora::app::add_bench(app, exit_code);
     fedlora::app::add_devices(app, exit_code);
 

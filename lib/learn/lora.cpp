@@ -112,8 +112,10 @@ torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x) {
     auto y = DenseImpl::forward(x);
     if (merged_)
         return y;
+    // y + scaling · (dropout(x) Aᵀ) Bᵀ, the add and the scaling folded into one GEMM (addmm, beta 1, alpha scaling).
     auto z = torch::nn::functional::linear(dropout_->forward(x), lora_A);
-    return y + torch::nn::functional::linear(z, lora_B) * scaling();
+    const int64_t out = y.size(-1);
+    return torch::addmm(y.reshape({-1, out}), z.reshape({-1, cfg_.rank}), lora_B.t(), 1.0, scaling()).view(y.sizes());
 }
 
 torch::Tensor LoraLinearImpl::delta_weight() const { return torch::matmul(lora_B, lora_A) * scaling(); }

@@ -1,5 +1,7 @@
 #include "fedlora/learn/models.h"
 
+#include "fedlora/learn/activations.h"
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -551,9 +553,12 @@ public:
         auto parts = c_attn->forward(x).split(c, 2);  // q, k, v: [B, T, C] each
         auto split_heads = [&](const torch::Tensor& u) { return u.reshape({b, t, heads_, hd}).transpose(1, 2); };
         auto q = split_heads(parts[0]), k = split_heads(parts[1]), v = split_heads(parts[2]);
-        auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(hd));
-        auto future = torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
-        scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
+        // scores = q kᵀ / sqrt(hd) + causal mask (0 on and below the diagonal, -inf above) as ONE batched GEMM:
+        // baddbmm(mask, q, kᵀ, beta = 1, alpha = 1/sqrt(hd)) spares the separate scaling and masking passes.
+        auto scores = torch::baddbmm(causal_mask(t, x.options()), q.reshape({b * heads_, t, hd}),
+                                     k.reshape({b * heads_, t, hd}).transpose(1, 2), 1.0,
+                                     1.0 / std::sqrt(static_cast<double>(hd)))
+                          .view({b, heads_, t, t});
         auto out = torch::matmul(attn_dropout->forward(scores.softmax(-1)), v).transpose(1, 2).reshape({b, t, c});
         return resid_dropout->forward(c_proj->forward(out));
     }
@@ -562,7 +567,16 @@ public:
     torch::nn::Dropout attn_dropout{nullptr}, resid_dropout{nullptr};
 
 private:
+    // The additive causal mask [t, t], built once per length, dtype and device (not a parameter or buffer).
+    const torch::Tensor& causal_mask(int64_t t, const torch::TensorOptions& like) {
+        const auto opts = torch::TensorOptions().dtype(like.dtype()).device(like.device());
+        if (!mask_.defined() || mask_.size(0) != t || mask_.dtype() != opts.dtype() || mask_.device() != opts.device())
+            mask_ = torch::full({t, t}, -std::numeric_limits<double>::infinity(), opts).triu(1);
+        return mask_;
+    }
+
     int64_t heads_;
+    torch::Tensor mask_;
 };
 
 class GptMlpImpl : public torch::nn::Module {
@@ -573,7 +587,7 @@ public:
         dropout_ = register_module("dropout", torch::nn::Dropout(dropout));
     }
     torch::Tensor forward(const torch::Tensor& x) {
-        return dropout_->forward(c_proj->forward(torch::gelu(c_fc->forward(x), "tanh")));
+        return dropout_->forward(c_proj->forward(gelu_tanh(c_fc->forward(x))));  // = torch::gelu(·, "tanh"), fused
     }
 
     std::shared_ptr<DenseImpl> c_fc, c_proj;
@@ -689,8 +703,15 @@ torch::Tensor GptImpl::lm_loss(const torch::Tensor& logits, const torch::Tensor&
         ids.size(1) < 2)
         throw std::invalid_argument("GPT::lm_loss: logits " + shape_string(logits.sizes()) + " and ids " +
                                     shape_string(ids.sizes()) + " must be [B, T, V] and [B, T] with T >= 2");
-    const int64_t t = ids.size(1), v = logits.size(2);
-    return F::cross_entropy(logits.slice(1, 0, t - 1).reshape({-1, v}), ids.slice(1, 1, t).reshape({-1}).to(torch::kLong));
+    // Targets: ids shifted left by one, the last position of every sequence ignored. Reading the logits whole
+    // (a view) instead of slicing off the last position spares copying them and the slice's backward pass; the
+    // mean is over the same b·(t−1) predictions.
+    const int64_t b = ids.size(0), t = ids.size(1), v = logits.size(2);
+    constexpr int64_t kIgnore = -100;
+    auto targets = torch::full({b, t}, kIgnore, ids.options().dtype(torch::kLong));
+    targets.slice(1, 0, t - 1).copy_(ids.slice(1, 1, t));
+    return F::cross_entropy(logits.reshape({-1, v}), targets.view({-1}),
+                            F::CrossEntropyFuncOptions().ignore_index(kIgnore));
 }
 
 TensorMetadata GptImpl::metadata() const {
