@@ -557,6 +557,115 @@ TEST(ChannelStream, ChunkingDoesNotChangeTheOutput) {
     }
 }
 
+// The processed output against an independent reference: y_r[n] = Σ_k Σ_t Σ_i c_{k,r,t}[i; n] s_{k,t}[n − lag_i]
+// + dc in double precision, with c[·; n] the impulse_response() in force at sample n (recorded on a second
+// instance stepped one sample at a time: the fading does not depend on how the stream is cut) and
+// s = x e^{j2π Δf n/fs}. Time-varying (Doppler, block fading), sparse and dense (sinc) taps, fractional and integer
+// timing offsets, CFO, N_t = N_r = 2, every kernel this CPU has.
+namespace {
+ChannelSimConfig ground_truth_config(bool fractional) {
+    ChannelSimConfig c;
+    c.sample_rate = 7.68e6;
+    c.n_tx = 2;
+    c.n_rx = 2;
+    c.seed = 77;
+    c.segment_size = 256;
+    c.dc_offset = {0.05, -0.03};
+    c.devices.resize(4);
+    c.devices[0].profile = "EPA";
+    c.devices[0].fading = "rician";
+    c.devices[0].rician_k = 2.0;
+    c.devices[0].doppler_hz = 300.0;  // U = 16
+    c.devices[0].cfo_hz = 310.0;
+    c.devices[0].timing_offset_samples = fractional ? 1.7 : 2.0;
+    c.devices[1].profile = "EVA";
+    c.devices[1].fading = "rician";
+    c.devices[1].rician_k = 2.0;
+    c.devices[1].block_length = 700;
+    c.devices[1].cfo_hz = -6500.0;
+    c.devices[1].timing_offset_samples = fractional ? 0.25 : 0.0;
+    c.devices[1].gain_error_db = 1.5;
+    c.devices[2].profile = "exponential";
+    c.devices[2].rms_delay_spread_s = 0.4e-6;
+    c.devices[2].doppler_hz = 40.0;
+    c.devices[2].timing_offset_samples = 3.0;
+    c.devices[3].profile = "flat";
+    c.devices[3].fading = "none";
+    c.devices[3].cfo_hz = 1234.5;
+    if (!fractional)
+        c.tap_interpolation = "sinc";  // dense multipath taps instead of the fractional-delay filter
+    return c;
+}
+}  // namespace
+
+TEST(ChannelStream, OutputMatchesImpulseResponseGroundTruth) {
+    const std::size_t n = 2000;
+    for (bool fractional : {true, false}) {
+        const auto base = ground_truth_config(fractional);
+        const int K = static_cast<int>(base.devices.size()), nt = base.n_tx, nr = base.n_rx;
+        const auto in = device_inputs(static_cast<std::size_t>(K * nt), n);
+        // impulse responses in force at every sample
+        MultiUserChannel stepper(base);
+        std::vector<std::vector<MultiUserChannel::ImpulseResponse>> ir(n);
+        std::vector<std::vector<cf32>> one(static_cast<std::size_t>(K * nt), std::vector<cf32>(1));
+        for (std::size_t i = 0; i < n; ++i) {
+            for (int k = 0; k < K; ++k)
+                for (int r = 0; r < nr; ++r)
+                    for (int t = 0; t < nt; ++t)
+                        ir[i].push_back(stepper.impulse_response(k, r, t));
+            run(stepper, one, 1, 1);
+        }
+        // reference output
+        std::vector<std::vector<cd>> s(in.size(), std::vector<cd>(n));
+        for (int k = 0; k < K; ++k)
+            for (int t = 0; t < nt; ++t)
+                for (std::size_t i = 0; i < n; ++i) {
+                    const double ph = 2.0 * kPi * std::fmod(base.devices[static_cast<std::size_t>(k)].cfo_hz *
+                                                                static_cast<double>(i) / base.sample_rate,
+                                                            1.0);
+                    s[static_cast<std::size_t>(k * nt + t)][i] =
+                        cd(in[static_cast<std::size_t>(k * nt + t)][i]) * std::polar(1.0, ph);
+                }
+        std::vector<std::vector<cd>> ref(static_cast<std::size_t>(nr), std::vector<cd>(n, base.dc_offset));
+        for (std::size_t i = 0; i < n; ++i)
+            for (int k = 0; k < K; ++k)
+                for (int r = 0; r < nr; ++r)
+                    for (int t = 0; t < nt; ++t) {
+                        const auto& h = ir[i][static_cast<std::size_t>((k * nr + r) * nt + t)];
+                        for (std::size_t j = 0; j < h.lags.size(); ++j)
+                            if (static_cast<std::size_t>(h.lags[j]) <= i)
+                                ref[static_cast<std::size_t>(r)][i] +=
+                                    cd(h.taps[j]) * s[static_cast<std::size_t>(k * nt + t)][i - static_cast<std::size_t>(h.lags[j])];
+                    }
+        double rms = 0.0;
+        for (const auto& v : ref[0])
+            rms += std::norm(v);
+        rms = std::sqrt(rms / static_cast<double>(n));
+        for (const char* kernel : {"auto", "volk", "avx2", "avx512"}) {
+            auto cfg = base;
+            cfg.fir_kernel = kernel;
+            try {
+                cfg.validate();
+            } catch (const std::invalid_argument&) {
+                continue;  // not on this CPU
+            }
+            for (std::size_t chunk : {n, std::size_t{333}}) {
+                MultiUserChannel ch(cfg);
+                const auto y = run(ch, in, n, chunk);
+                double worst = 0.0;
+                for (int r = 0; r < nr; ++r)
+                    for (std::size_t i = 0; i < n; ++i)
+                        worst = std::max(worst, std::abs(cd(y[static_cast<std::size_t>(r)][i]) -
+                                                         ref[static_cast<std::size_t>(r)][i]));
+                EXPECT_LT(worst, 1e-5 * rms) << kernel << (fractional ? " fractional" : " integer") << " chunk " << chunk;
+                if (chunk == n)
+                    std::printf("[channel] %s offsets, kernel %s (%s): max |y - reference| = %.2e (output rms %.2f)\n",
+                                fractional ? "fractional" : "integer", kernel, ch.kernel_name(), worst, rms);
+            }
+        }
+    }
+}
+
 TEST(ChannelStream, BlockFadingChangesExactlyAtBlockBoundaries) {
     DeviceChannelConfig d;
     d.block_length = 100;
@@ -717,6 +826,48 @@ TEST(ChannelImpairments, PhaseNoiseIncrementVariance) {
     for (std::size_t i = 0; i < n; i += 997)
         ASSERT_NEAR(std::abs(y[i]), 1.0f, 1e-5f);  // phase noise does not change the amplitude
     std::printf("[channel] phase-noise increment variance %.4e, expected 2 pi lw/fs = %.4e\n", var, expected);
+}
+
+TEST(ChannelImpairments, AwgnAndPhaseNoiseIncrementsAreGaussian) {
+    // KS at significance 0.01 against the normal CDF: the AWGN's real and imaginary parts (n = 100000 each, critical
+    // value 0.0051) and the phase-noise increments (n = 99999); a standard deviation 5% off must be rejected.
+    auto phi = [](double x, double sd) { return 0.5 * std::erfc(-x / (sd * std::sqrt(2.0))); };
+    const std::size_t n = 100000;
+    const double crit = ks_critical(0.01, n);
+    {
+        ChannelSimConfig cfg;
+        cfg.noise_variance = 2.0;  // unit variance per component
+        cfg.seed = 43;
+        MultiUserChannel ch(cfg);
+        const auto y = run(ch, {std::vector<cf32>{}}, n, 1000)[0];
+        std::vector<double> re(n), im(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            re[i] = y[i].real();
+            im[i] = y[i].imag();
+        }
+        const double Dr = ks_statistic(re, [&](double x) { return phi(x, 1.0); });
+        const double Di = ks_statistic(im, [&](double x) { return phi(x, 1.0); });
+        EXPECT_LT(Dr, crit);
+        EXPECT_LT(Di, crit);
+        EXPECT_GT(ks_statistic(re, [&](double x) { return phi(x, 1.05); }), crit);
+        std::printf("[channel] AWGN KS: D = %.5f (real), %.5f (imaginary), critical %.5f\n", Dr, Di, crit);
+    }
+    {
+        const double fs = 1e6, lw = 397.9;  // sigma = sqrt(2 pi lw / fs) = 0.05 rad
+        auto cfg = one_device(ideal_device(), fs);
+        cfg.phase_noise_linewidth_hz = lw;
+        cfg.seed = 53;
+        MultiUserChannel ch(cfg);
+        const auto y = run(ch, {std::vector<cf32>(n, cf32{1.0f, 0.0f})}, n, 777)[0];
+        std::vector<double> d(n - 1);
+        for (std::size_t i = 1; i < n; ++i)
+            d[i - 1] = std::arg(cd(y[i]) * std::conj(cd(y[i - 1])));
+        const double sd = std::sqrt(2.0 * kPi * lw / fs);
+        const double D = ks_statistic(d, [&](double x) { return phi(x, sd); });
+        EXPECT_LT(D, ks_critical(0.01, d.size()));
+        EXPECT_GT(ks_statistic(d, [&](double x) { return phi(x, 1.05 * sd); }), ks_critical(0.01, d.size()));
+        std::printf("[channel] phase-noise increments KS: D = %.5f, critical %.5f\n", D, ks_critical(0.01, d.size()));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -187,225 +188,1285 @@ bool kernel_supported(const std::string& name) {
 }
 
 // ------------------------------------------------------------------------------------------------------------
-// FIR kernels: acc[i] += Σ_j tap_j · x[i - lag_j], i = 0 .. n-1 (x has at least max lag samples of history).
-// The AVX kernels perform the same fused operations in the same order for every output sample (full or masked
-// vectors), so the result does not depend on where a segment starts or ends.
+// Processing kernels. For each device and transmit antenna, every segment of S = segment_size samples goes through
+//   s = x ⊙ T                          CFO rotation by the table T[n mod S] (the block phasor B[n div S] is folded
+//                                      into the multipath taps, see Impl::segment)
+//   u = d ⊛ s                          fractional-delay filter, real taps (only devices with a fractional offset)
+//   A += Σ_j Re(h_j) u[· − l_j],  B += Σ_j Im(h_j) u[· − l_j]     the sparse multipath taps h_j at lags l_j
+// and the server antenna outputs y = e^{jθ} (A + jB) + dc + w. Since h u = Re(h) u + j Im(h) u, the tap loop needs
+// no shuffles (two FMAs per tap and vector); jB is formed once per output sample by swapping B's parts.
+// Every kernel performs the same per-lane operations in the same order wherever a sample sits (full, masked or
+// padded vector), so the output does not depend on how the stream is cut into calls.
+// The work buffers (s, u, A, B) have their current region 64-byte aligned, history in front of it and padding
+// after it; the AVX-512 kernels read whole aligned vectors and shift them in registers (valignd) instead of
+// issuing one unaligned load per tap.
 // ------------------------------------------------------------------------------------------------------------
 
-struct alignas(16) PackedTap {
-    float re;
-    std::int32_t lag;
-    float nim;  // -imag
-    float im;
+// Lag of a multipath tap; its complex value is in a separate interleaved float array (h[2j], h[2j+1]).
+struct MpLag {
+    std::int32_t lag = 0;  // samples
+    std::int32_t q = 0;    // ceil(lag / 8)
+    std::int32_t r = 0;    // 8 q - lag, in [0, 8)
 };
 
-using FirKernel = void (*)(cf32* acc, const cf32* x, const PackedTap* taps, int n_taps, std::size_t n, cf32* scratch);
+// One stream of Gaussian deviates: 16 independent xoshiro128** generators (one per lane, seeded by splitmix64),
+// consumed in blocks of 16 lanes, two 32-bit words per lane and block, turned into normals by Box-Muller. The
+// scalar and SIMD implementations below compute the same integer streams and the same formulas.
+struct alignas(64) Lanes16 {
+    std::uint32_t s[4][16];
+};
 
-void fir_volk(cf32* acc, const cf32* x, const PackedTap* taps, int n_taps, std::size_t n, cf32* scratch) {
-    const auto un = static_cast<unsigned int>(n);
+Lanes16 seed_lanes(std::uint64_t seed, std::uint64_t stream) {
+    Lanes16 g{};
+    std::uint64_t st = seed ^ (0xd1b54a32d192ed03ULL * (stream + 1));
+    for (int l = 0; l < 16; ++l) {
+        const std::uint64_t a = splitmix64(st), b = splitmix64(st);
+        g.s[0][l] = static_cast<std::uint32_t>(a);
+        g.s[1][l] = static_cast<std::uint32_t>(a >> 32);
+        g.s[2][l] = static_cast<std::uint32_t>(b);
+        g.s[3][l] = static_cast<std::uint32_t>(b >> 32);
+        if ((g.s[0][l] | g.s[1][l] | g.s[2][l] | g.s[3][l]) == 0)
+            g.s[0][l] = 1;
+    }
+    return g;
+}
+
+inline std::uint32_t rotl32(std::uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
+
+void lanes_next(Lanes16& g, std::uint32_t* out) {
+    for (int l = 0; l < 16; ++l) {
+        std::uint32_t s0 = g.s[0][l], s1 = g.s[1][l], s2 = g.s[2][l], s3 = g.s[3][l];
+        out[l] = rotl32(s1 * 5u, 7) * 9u;
+        const std::uint32_t t = s1 << 9;
+        s2 ^= s0;
+        s3 ^= s1;
+        s1 ^= s2;
+        s0 ^= s3;
+        s2 ^= t;
+        s3 = rotl32(s3, 11);
+        g.s[0][l] = s0, g.s[1][l] = s1, g.s[2][l] = s2, g.s[3][l] = s3;
+    }
+}
+
+// Constants of the Box-Muller transform and of the polynomial log / sin / cos (Taylor coefficients; the log uses
+// log m = 2 atanh((m − 1)/(m + 1)) on m ∈ (√½, √2], where |(m − 1)/(m + 1)| < 0.172).
+constexpr float kSqrt2f = 1.41421356f;
+constexpr float kLn2Hi = 0.693145751953125f;       // ln 2 to 16 bits: e · kLn2Hi is exact
+constexpr float kLn2Lo = 1.42860682030941723e-6f;  // ln 2 − kLn2Hi
+constexpr float kPhiStep = static_cast<float>(1.5707963267948966 / 16777216.0);  // (π/2) / 2^24
+constexpr float kFracMid = 8388607.5f;                                            // (2^24 − 1) / 2
+constexpr double kS3 = -1.0 / 6.0, kS5 = 1.0 / 120.0, kS7 = -1.0 / 5040.0, kS9 = 1.0 / 362880.0;
+constexpr double kC2 = -0.5, kC4 = 1.0 / 24.0, kC6 = -1.0 / 720.0, kC8 = 1.0 / 40320.0, kC10 = -1.0 / 3628800.0;
+constexpr double kHalfPi = 1.5707963267948966192;
+constexpr double kTwoOverPi = 0.63661977236758134308;
+
+// Box-Muller for the 16 lanes of a block: two independent N(0, scale²) deviates per lane from two 32-bit words a, b.
+// Radius sqrt(−2 ln u1), u1 ∈ (0, 1] from a's top 31 bits (ln by 2 atanh((m − 1)/(m + 1)) on the mantissa
+// m ∈ (√½, √2]); angle uniform: quadrant from b's top two bits, offset φ ∈ (−π/4, π/4) from the next 24. Written
+// without branches so that the compiler vectorises it for any target; the SIMD kernels do the same per lane.
+void box_muller16(const std::uint32_t* a, const std::uint32_t* b, float scale, float* re, float* im) {
+    float u[16], m[16], rad[16], c[16], sn[16];
+    std::uint32_t ub[16];
+    std::int32_t e[16];
+    for (int l = 0; l < 16; ++l)
+        u[l] = (static_cast<float>(static_cast<std::int32_t>(a[l] >> 1)) + 0.5f) * 0x1p-31f;
+    std::memcpy(ub, u, sizeof(ub));
+    for (int l = 0; l < 16; ++l) {
+        e[l] = static_cast<std::int32_t>(ub[l] >> 23) - 127;
+        ub[l] = (ub[l] & 0x7FFFFFu) | 0x3F800000u;
+    }
+    std::memcpy(m, ub, sizeof(m));
+    for (int l = 0; l < 16; ++l) {
+        const bool big = m[l] > kSqrt2f;
+        const float mm = big ? m[l] * 0.5f : m[l];
+        const float ef = static_cast<float>(big ? e[l] + 1 : e[l]);
+        const float s = (mm - 1.0f) / (mm + 1.0f);
+        const float s2 = s * s;
+        float p = s2 * (1.0f / 9.0f) + (1.0f / 7.0f);
+        p = p * s2 + 0.2f;
+        p = p * s2 + (1.0f / 3.0f);
+        p = p * s2;
+        const float ts = s + s;
+        const float lm = ts * p + ts;
+        rad[l] = std::sqrt((ef * kLn2Hi + (ef * kLn2Lo + lm)) * -2.0f) * scale;
+    }
+    for (int l = 0; l < 16; ++l) {
+        const float f = static_cast<float>(static_cast<std::int32_t>((b[l] >> 6) & 0xFFFFFFu));
+        const float phi = (f - kFracMid) * kPhiStep;
+        const float p2 = phi * phi;
+        float ts = p2 * static_cast<float>(kS9) + static_cast<float>(kS7);
+        ts = ts * p2 + static_cast<float>(kS5);
+        ts = ts * p2 + static_cast<float>(kS3);
+        const float s = (phi * p2) * ts + phi;
+        float tc = p2 * static_cast<float>(kC10) + static_cast<float>(kC8);
+        tc = tc * p2 + static_cast<float>(kC6);
+        tc = tc * p2 + static_cast<float>(kC4);
+        tc = tc * p2 + static_cast<float>(kC2);
+        const float cc = tc * p2 + 1.0f;
+        const bool swap = (b[l] & 0x40000000u) != 0;
+        c[l] = swap ? s : cc;
+        sn[l] = swap ? cc : s;
+    }
+    std::uint32_t cb[16], sb[16];
+    std::memcpy(cb, c, sizeof(cb));
+    std::memcpy(sb, sn, sizeof(sb));
+    for (int l = 0; l < 16; ++l) {
+        cb[l] ^= ((b[l] << 1) ^ b[l]) & 0x80000000u;  // quadrant 1, 2: negate the real part
+        sb[l] ^= b[l] & 0x80000000u;                  // quadrant 2, 3: negate the imaginary part
+    }
+    std::memcpy(c, cb, sizeof(c));
+    std::memcpy(sn, sb, sizeof(sn));
+    for (int l = 0; l < 16; ++l) {
+        re[l] = c[l] * rad[l];
+        im[l] = sn[l] * rad[l];
+    }
+}
+
+// e^{jθ} in single precision for n values of θ (double): quadrant reduction x = θ − q π/2 in double (q rounded to
+// nearest, ties to even, by adding and subtracting 1.5·2^52; |θ| is small), then Taylor polynomials in single
+// precision on |x| <= π/4 (truncation below 2e-9). Branch-free, so that the compiler vectorises it.
+void phasors(const double* th, cf32* out, std::size_t n) {
+    constexpr double kRound = 6755399441055744.0;  // 1.5 · 2^52
+    for (std::size_t j = 0; j < n; ++j) {
+        const double qd = (th[j] * kTwoOverPi + kRound) - kRound;
+        const auto x = static_cast<float>(th[j] - qd * kHalfPi);
+        const auto q = static_cast<std::int32_t>(qd);
+        const float x2 = x * x;
+        float t = x2 * static_cast<float>(kS9) + static_cast<float>(kS7);
+        t = t * x2 + static_cast<float>(kS5);
+        t = t * x2 + static_cast<float>(kS3);
+        const float sv = (x * x2) * t + x;
+        float tc = x2 * static_cast<float>(kC10) + static_cast<float>(kC8);
+        tc = tc * x2 + static_cast<float>(kC6);
+        tc = tc * x2 + static_cast<float>(kC4);
+        tc = tc * x2 + static_cast<float>(kC2);
+        const float cv = tc * x2 + 1.0f;
+        const bool swap = (q & 1) != 0;
+        const float re = swap ? sv : cv, im = swap ? cv : sv;
+        out[j] = cf32(((q ^ (q >> 1)) & 1) ? -re : re, (q & 2) ? -im : im);
+    }
+}
+
+inline double wrap_phase(double th) { return th - kTwoPi * std::nearbyint(th * (1.0 / kTwoPi)); }
+
+// AWGN: sample j of a 16-sample block comes from lane kAwgnLane[j] (the order an unpack of the lanes gives).
+constexpr int kAwgnLane[16] = {0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15};
+
+struct Kernels {
+    const char* name = "volk";
+    void (*rotate)(cf32* dst, const cf32* x, const cf32* tab, std::size_t n) = nullptr;
+    // u[i] = Σ_j taps[j] s[i − j], i < n (n_taps a multiple of 8; s and u at the aligned current region)
+    void (*fd)(cf32* u, const cf32* s, const float* taps, int n_taps, std::size_t n, cf32* scratch) = nullptr;
+    // Optional fusion of the two: s[i] = x[i] tab[i] (x[i] if tab is null), stored, and filtered in the same pass.
+    // Returns false (having done nothing) when it does not handle the filter length.
+    bool (*fd_rot)(cf32* u, cf32* s, const cf32* x, const cf32* tab, const float* taps, int n_taps,
+                   std::size_t n) = nullptr;
+    // A[i] += Σ_j h[2j] u[i − lag_j], B[i] += Σ_j h[2j+1] u[i − lag_j], lo <= i < hi
+    void (*mp)(cf32* A, cf32* B, const cf32* u, const MpLag* lags, const float* h, int n_taps, std::size_t lo,
+               std::size_t hi, cf32* scratch) = nullptr;
+    // y[i] = pn[i] (A[i] + j B[i]) + dc + nz[i], i < n (pn, nz may be null)
+    void (*combine)(cf32* y, const cf32* A, const cf32* B, const cf32* pn, const cf32* nz, cf32 dc,
+                    std::size_t n) = nullptr;
+    void (*awgn)(Lanes16& g, float scale, cf32* out, std::size_t blocks) = nullptr;  // 16 samples per block
+    // phase noise, 32 samples per block; block0 = index of the first block (θ is wrapped after every 8th)
+    void (*pn)(Lanes16& g, double sigma, double& theta, std::uint64_t block0, cf32* out, std::size_t blocks) = nullptr;
+    // Doppler update of a link (state layout: see kDopBlock): phasors ← phasors · steps (if advance), then path
+    // gains g_p = scale2[2p] Σ phasors of path p (+ los for p = 0), written interleaved to gains; if taps is not
+    // null (placement row j is path j), also taps[2j], taps[2j+1] = rot · g_j in single precision. gains, scale2
+    // and taps have room for P rounded up to a multiple of 4.
+    void (*doppler)(double* st, int P, int MB, const double* scale2, cf64 los, cf64 rot, double* gains, float* taps,
+                    bool advance) = nullptr;
+    // Optional: four consecutive (advancing) updates at once, taps of update u at taps + u·stride, placement row j =
+    // path j only; must give exactly the taps of four doppler() calls.
+    void (*doppler4)(double* st, int P, int MB, const double* scale2, cf64 los, cf64 rot, double* gains, float* taps,
+                     std::size_t stride) = nullptr;
+};
+
+// ---------------------------------------------- portable / VOLK ----------------------------------------------
+
+void rotate_volk(cf32* dst, const cf32* x, const cf32* tab, std::size_t n) {
+    volk_32fc_x2_multiply_32fc(dst, x, tab, static_cast<unsigned int>(n));
+}
+
+void fd_volk(cf32* u, const cf32* s, const float* taps, int n_taps, std::size_t n, cf32* scratch) {
+    const auto n2 = static_cast<unsigned int>(2 * n);
+    std::fill(u, u + n, cf32{});
     for (int j = 0; j < n_taps; ++j) {
-        const lv_32fc_t h{taps[j].re, taps[j].im};
-        volk_32fc_s32fc_multiply_32fc(scratch, x - taps[j].lag, h, un);
-        volk_32f_x2_add_32f(reinterpret_cast<float*>(acc), reinterpret_cast<const float*>(acc),
-                            reinterpret_cast<const float*>(scratch), 2 * un);
+        if (taps[j] == 0.0f)
+            continue;
+        volk_32f_s32f_multiply_32f(reinterpret_cast<float*>(scratch), reinterpret_cast<const float*>(s - j), taps[j],
+                                   n2);
+        volk_32f_x2_add_32f(reinterpret_cast<float*>(u), reinterpret_cast<const float*>(u),
+                            reinterpret_cast<const float*>(scratch), n2);
     }
 }
 
-#if FEDLORA_CHANNEL_X86
-// The (-im, im) float pair of a tap as one double, for a 64-bit broadcast.
-inline double tap_pair(const PackedTap& t) {
-    double pair;
-    std::memcpy(&pair, &t.nim, sizeof(pair));
-    return pair;
-}
-
-// AVX2 + FMA: 16 outputs per pass with four accumulators, then 4 at a time, then a masked remainder. Every output
-// sample goes through the same per-lane operations (two FMAs per tap, taps in order), whichever path handles it.
-__attribute__((target("avx2,fma"))) void fir_avx2(cf32* acc, const cf32* x, const PackedTap* taps, int n_taps,
-                                                  std::size_t n, cf32*) {
-    float* a = reinterpret_cast<float*>(acc);
-    const float* xf = reinterpret_cast<const float*>(x);
-    std::size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256 a0 = _mm256_loadu_ps(a + 2 * i);
-        __m256 a1 = _mm256_loadu_ps(a + 2 * i + 8);
-        __m256 a2 = _mm256_loadu_ps(a + 2 * i + 16);
-        __m256 a3 = _mm256_loadu_ps(a + 2 * i + 24);
-        for (int j = 0; j < n_taps; ++j) {
-            const __m256 hr = _mm256_set1_ps(taps[j].re);
-            const __m256 hi = _mm256_castpd_ps(_mm256_set1_pd(tap_pair(taps[j])));  // (-im, im, -im, im, ...)
-            const float* xp = xf + 2 * (static_cast<std::ptrdiff_t>(i) - taps[j].lag);
-            const __m256 x0 = _mm256_loadu_ps(xp);
-            const __m256 x1 = _mm256_loadu_ps(xp + 8);
-            const __m256 x2 = _mm256_loadu_ps(xp + 16);
-            const __m256 x3 = _mm256_loadu_ps(xp + 24);
-            a0 = _mm256_fmadd_ps(hr, x0, a0);
-            a1 = _mm256_fmadd_ps(hr, x1, a1);
-            a2 = _mm256_fmadd_ps(hr, x2, a2);
-            a3 = _mm256_fmadd_ps(hr, x3, a3);
-            a0 = _mm256_fmadd_ps(hi, _mm256_permute_ps(x0, 0xB1), a0);
-            a1 = _mm256_fmadd_ps(hi, _mm256_permute_ps(x1, 0xB1), a1);
-            a2 = _mm256_fmadd_ps(hi, _mm256_permute_ps(x2, 0xB1), a2);
-            a3 = _mm256_fmadd_ps(hi, _mm256_permute_ps(x3, 0xB1), a3);
-        }
-        _mm256_storeu_ps(a + 2 * i, a0);
-        _mm256_storeu_ps(a + 2 * i + 8, a1);
-        _mm256_storeu_ps(a + 2 * i + 16, a2);
-        _mm256_storeu_ps(a + 2 * i + 24, a3);
-    }
-    for (; i < n; i += 4) {
-        const std::size_t rem = std::min<std::size_t>(4, n - i);
-        alignas(32) std::int32_t m[8];
-        for (int q = 0; q < 8; ++q)
-            m[q] = static_cast<std::size_t>(q) < 2 * rem ? -1 : 0;
-        const __m256i mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
-        __m256 a0 = _mm256_maskload_ps(a + 2 * i, mask);
-        for (int j = 0; j < n_taps; ++j) {
-            const __m256 hr = _mm256_set1_ps(taps[j].re);
-            const __m256 hi = _mm256_castpd_ps(_mm256_set1_pd(tap_pair(taps[j])));  // (-im, im, -im, im, ...)
-            const float* xp = xf + 2 * (static_cast<std::ptrdiff_t>(i) - taps[j].lag);
-            const __m256 x0 = _mm256_maskload_ps(xp, mask);
-            a0 = _mm256_fmadd_ps(hr, x0, a0);
-            a0 = _mm256_fmadd_ps(hi, _mm256_permute_ps(x0, 0xB1), a0);
-        }
-        _mm256_maskstore_ps(a + 2 * i, mask, a0);
+// VOLK multiplies by the complex tap directly and accumulates into A only (B stays zero).
+void mp_volk(cf32* A, cf32*, const cf32* u, const MpLag* lags, const float* h, int n_taps, std::size_t lo,
+             std::size_t hi, cf32* scratch) {
+    const auto n = static_cast<unsigned int>(hi - lo);
+    for (int j = 0; j < n_taps; ++j) {
+        const lv_32fc_t hj{h[2 * j], h[2 * j + 1]};
+        volk_32fc_s32fc_multiply_32fc(scratch, u + lo - lags[j].lag, hj, n);
+        volk_32f_x2_add_32f(reinterpret_cast<float*>(A + lo), reinterpret_cast<const float*>(A + lo),
+                            reinterpret_cast<const float*>(scratch), 2 * n);
     }
 }
 
-// AVX-512: 32 outputs per pass, then 8 at a time, then a masked remainder (same per-lane operations throughout).
-__attribute__((target("avx512f,fma"))) void fir_avx512(cf32* acc, const cf32* x, const PackedTap* taps, int n_taps,
-                                                       std::size_t n, cf32*) {
-    float* a = reinterpret_cast<float*>(acc);
-    const float* xf = reinterpret_cast<const float*>(x);
-    std::size_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        __m512 a0 = _mm512_loadu_ps(a + 2 * i);
-        __m512 a1 = _mm512_loadu_ps(a + 2 * i + 16);
-        __m512 a2 = _mm512_loadu_ps(a + 2 * i + 32);
-        __m512 a3 = _mm512_loadu_ps(a + 2 * i + 48);
-        for (int j = 0; j < n_taps; ++j) {
-            const __m512 hr = _mm512_set1_ps(taps[j].re);
-            const __m512 hi = _mm512_castpd_ps(_mm512_set1_pd(tap_pair(taps[j])));
-            const float* xp = xf + 2 * (static_cast<std::ptrdiff_t>(i) - taps[j].lag);
-            const __m512 x0 = _mm512_loadu_ps(xp);
-            const __m512 x1 = _mm512_loadu_ps(xp + 16);
-            const __m512 x2 = _mm512_loadu_ps(xp + 32);
-            const __m512 x3 = _mm512_loadu_ps(xp + 48);
-            a0 = _mm512_fmadd_ps(hr, x0, a0);
-            a1 = _mm512_fmadd_ps(hr, x1, a1);
-            a2 = _mm512_fmadd_ps(hr, x2, a2);
-            a3 = _mm512_fmadd_ps(hr, x3, a3);
-            a0 = _mm512_fmadd_ps(hi, _mm512_shuffle_ps(x0, x0, 0xB1), a0);
-            a1 = _mm512_fmadd_ps(hi, _mm512_shuffle_ps(x1, x1, 0xB1), a1);
-            a2 = _mm512_fmadd_ps(hi, _mm512_shuffle_ps(x2, x2, 0xB1), a2);
-            a3 = _mm512_fmadd_ps(hi, _mm512_shuffle_ps(x3, x3, 0xB1), a3);
-        }
-        _mm512_storeu_ps(a + 2 * i, a0);
-        _mm512_storeu_ps(a + 2 * i + 16, a1);
-        _mm512_storeu_ps(a + 2 * i + 32, a2);
-        _mm512_storeu_ps(a + 2 * i + 48, a3);
-    }
-    for (; i < n; i += 8) {
-        const std::size_t rem = std::min<std::size_t>(8, n - i);
-        const auto mask = static_cast<__mmask16>((1u << (2 * rem)) - 1u);
-        __m512 a0 = _mm512_maskz_loadu_ps(mask, a + 2 * i);
-        for (int j = 0; j < n_taps; ++j) {
-            const __m512 hr = _mm512_set1_ps(taps[j].re);
-            const __m512 hi = _mm512_castpd_ps(_mm512_set1_pd(tap_pair(taps[j])));
-            const float* xp = xf + 2 * (static_cast<std::ptrdiff_t>(i) - taps[j].lag);
-            const __m512 x0 = _mm512_maskz_loadu_ps(mask, xp);
-            a0 = _mm512_fmadd_ps(hr, x0, a0);
-            a0 = _mm512_fmadd_ps(hi, _mm512_shuffle_ps(x0, x0, 0xB1), a0);
-        }
-        _mm512_mask_storeu_ps(a + 2 * i, mask, a0);
-    }
-}
-#endif
-
-// CFO rotation: dst[i] = x[i] · (tab[i] · base). Same per-element operations for full and masked vectors.
-using RotKernel = void (*)(cf32* dst, const cf32* x, const cf32* tab, cf32 base, std::size_t n);
-
-void rotate_generic(cf32* dst, const cf32* x, const cf32* tab, cf32 base, std::size_t n) {
-    const float br = base.real(), bi = base.imag();
+void combine_generic(cf32* y, const cf32* A, const cf32* B, const cf32* pn, const cf32* nz, cf32 dc, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) {
-        const float rr = tab[i].real() * br - tab[i].imag() * bi;
-        const float ri = tab[i].real() * bi + tab[i].imag() * br;
-        dst[i] = cf32(x[i].real() * rr - x[i].imag() * ri, x[i].real() * ri + x[i].imag() * rr);
+        float re = A[i].real() - B[i].imag();
+        float im = A[i].imag() + B[i].real();
+        if (pn) {
+            const float pr = pn[i].real(), pi = pn[i].imag();
+            const float t = re * pr - im * pi;
+            im = re * pi + im * pr;
+            re = t;
+        }
+        re += dc.real();
+        im += dc.imag();
+        if (nz) {
+            re += nz[i].real();
+            im += nz[i].imag();
+        }
+        y[i] = cf32(re, im);
+    }
+}
+
+void awgn_generic(Lanes16& g, float scale, cf32* out, std::size_t blocks) {
+    std::uint32_t a[16], b[16];
+    float re[16], im[16];
+    for (std::size_t k = 0; k < blocks; ++k, out += 16) {
+        lanes_next(g, a);
+        lanes_next(g, b);
+        box_muller16(a, b, scale, re, im);
+        for (int j = 0; j < 16; ++j)
+            out[j] = cf32(re[kAwgnLane[j]], im[kAwgnLane[j]]);
+    }
+}
+
+// Wiener phase noise: θ[n] = θ[n−1] + σ z_n, z_n the 16 real then the 16 imaginary parts of a block's normals;
+// θ (double) is wrapped to [−π, π] after every 8th block of 32 samples (a function of the sample index, so
+// chunk-invariant). The SIMD versions form the running sums as in-register prefix sums.
+void pn_generic(Lanes16& g, double sigma, double& theta, std::uint64_t block0, cf32* out, std::size_t blocks) {
+    std::uint32_t a[16], b[16];
+    float z[32];
+    for (std::size_t k = 0; k < blocks; ++k, out += 32) {
+        lanes_next(g, a);
+        lanes_next(g, b);
+        box_muller16(a, b, 1.0f, z, z + 16);
+        double th[32];
+        for (int j = 0; j < 32; ++j)
+            th[j] = theta += sigma * static_cast<double>(z[j]);
+        phasors(th, out, 32);
+        if ((block0 + k) % 8 == 7)
+            theta = wrap_phase(theta);
+    }
+}
+
+// Doppler state of a link, one contiguous 64-byte aligned stream (it is evicted between updates, so it should come
+// back from L2 in one sequential sweep): path p's sinusoids in MB blocks of 8, each block holding the real parts of
+// the current phasors e^{j2π(ν t + φ)}, their imaginary parts, and the real and imaginary parts of the per-update
+// steps e^{j2π ν U}. Blocks are zero-padded beyond M (a zero phasor stays zero and adds nothing).
+constexpr int kDopBlock = 32;
+
+void doppler_generic(double* st, int P, int MB, const double* scale2, cf64 los, cf64 rot, double* gains, float* taps,
+                     bool advance) {
+    for (int p = 0; p < P; ++p) {
+        double re = 0.0, im = 0.0;
+        for (int b = 0; b < MB; ++b) {
+            double* q = st + static_cast<std::size_t>(p * MB + b) * kDopBlock;
+            for (int i = 0; i < 8; ++i) {
+                if (advance) {
+                    const double a = q[i], c = q[8 + i], sr = q[16 + i], si = q[24 + i];
+                    q[i] = a * sr - c * si;
+                    q[8 + i] = a * si + c * sr;
+                }
+                re += q[i];
+                im += q[8 + i];
+            }
+        }
+        re *= scale2[2 * p];
+        im *= scale2[2 * p];
+        if (p == 0) {
+            re += los.real();
+            im += los.imag();
+        }
+        gains[2 * p] = re;
+        gains[2 * p + 1] = im;
+        if (taps) {
+            taps[2 * p] = static_cast<float>(re * rot.real() - im * rot.imag());
+            taps[2 * p + 1] = static_cast<float>(re * rot.imag() + im * rot.real());
+        }
     }
 }
 
 #if FEDLORA_CHANNEL_X86
-__attribute__((target("avx2,fma"))) inline __m256 cmul_avx2(__m256 a, __m256 b) {
+#define FL_AVX2 __attribute__((target("avx2,fma")))
+#define FL_AVX512 __attribute__((target("avx512f,fma")))
+#define FL_INLINE inline __attribute__((always_inline))
+
+// ------------------------------------------------------- AVX2 -------------------------------------------------
+
+FL_AVX2 FL_INLINE __m256 cmul_avx2(__m256 a, __m256 b) {
     const __m256 t = _mm256_mul_ps(_mm256_movehdup_ps(a), _mm256_permute_ps(b, 0xB1));
     return _mm256_fmaddsub_ps(_mm256_moveldup_ps(a), b, t);
 }
 
-__attribute__((target("avx2,fma"))) void rotate_avx2(cf32* dst, const cf32* x, const cf32* tab, cf32 base,
-                                                     std::size_t n) {
-    double pair;
-    std::memcpy(&pair, &base, sizeof(pair));
-    const __m256 b = _mm256_castpd_ps(_mm256_set1_pd(pair));
+FL_AVX2 FL_INLINE __m256i mask_avx2(std::size_t lo, std::size_t hi) {  // complex lanes [lo, hi) of 4
+    alignas(32) std::int32_t m[8];
+    for (std::size_t q = 0; q < 8; ++q)
+        m[q] = (q >= 2 * lo && q < 2 * hi) ? -1 : 0;
+    return _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
+}
+
+FL_AVX2 void rotate_avx2(cf32* dst, const cf32* x, const cf32* tab, std::size_t n) {
     float* d = reinterpret_cast<float*>(dst);
     const float* xf = reinterpret_cast<const float*>(x);
     const float* tf = reinterpret_cast<const float*>(tab);
     std::size_t i = 0;
     for (; i + 4 <= n; i += 4)
-        _mm256_storeu_ps(d + 2 * i, cmul_avx2(_mm256_loadu_ps(xf + 2 * i), cmul_avx2(_mm256_loadu_ps(tf + 2 * i), b)));
+        _mm256_storeu_ps(d + 2 * i, cmul_avx2(_mm256_loadu_ps(tf + 2 * i), _mm256_loadu_ps(xf + 2 * i)));
     if (i < n) {
-        alignas(32) std::int32_t m[8];
-        for (int q = 0; q < 8; ++q)
-            m[q] = static_cast<std::size_t>(q) < 2 * (n - i) ? -1 : 0;
-        const __m256i mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
-        const __m256 r = cmul_avx2(_mm256_maskload_ps(tf + 2 * i, mask), b);
-        _mm256_maskstore_ps(d + 2 * i, mask, cmul_avx2(_mm256_maskload_ps(xf + 2 * i, mask), r));
+        const __m256i mask = mask_avx2(0, n - i);
+        _mm256_maskstore_ps(d + 2 * i, mask,
+                            cmul_avx2(_mm256_maskload_ps(tf + 2 * i, mask), _mm256_maskload_ps(xf + 2 * i, mask)));
     }
 }
 
-__attribute__((target("avx512f,fma"))) inline __m512 cmul_avx512(__m512 a, __m512 b) {
-    const __m512 t = _mm512_mul_ps(_mm512_shuffle_ps(a, a, 0xF5), _mm512_shuffle_ps(b, b, 0xB1));
-    return _mm512_fmaddsub_ps(_mm512_shuffle_ps(a, a, 0xA0), b, t);
+template <int NB>
+FL_AVX2 FL_INLINE void fd_block_avx2(float* uf, const float* sf, std::ptrdiff_t i0, const float* taps, int n_taps) {
+    __m256 acc[NB];
+    for (int b = 0; b < NB; ++b)
+        acc[b] = _mm256_setzero_ps();
+    for (int j = 0; j < n_taps; ++j) {
+        const __m256 t = _mm256_broadcast_ss(taps + j);
+        const float* p = sf + 2 * (i0 - j);
+        for (int b = 0; b < NB; ++b)
+            acc[b] = _mm256_fmadd_ps(t, _mm256_loadu_ps(p + 8 * b), acc[b]);
+    }
+    for (int b = 0; b < NB; ++b)
+        _mm256_store_ps(uf + 2 * i0 + 8 * b, acc[b]);
 }
 
-__attribute__((target("avx512f,fma"))) void rotate_avx512(cf32* dst, const cf32* x, const cf32* tab, cf32 base,
-                                                          std::size_t n) {
-    double pair;
-    std::memcpy(&pair, &base, sizeof(pair));
-    const __m512 b = _mm512_castpd_ps(_mm512_set1_pd(pair));
+FL_AVX2 void fd_avx2(cf32* u, const cf32* s, const float* taps, int n_taps, std::size_t n, cf32*) {
+    float* uf = reinterpret_cast<float*>(u);
+    const float* sf = reinterpret_cast<const float*>(s);
+    const auto ni = static_cast<std::ptrdiff_t>(n);
+    std::ptrdiff_t i = 0;
+    for (; i + 16 <= ni; i += 16)
+        fd_block_avx2<4>(uf, sf, i, taps, n_taps);
+    for (; i < ni; i += 4)
+        fd_block_avx2<1>(uf, sf, i, taps, n_taps);
+}
+
+template <int NB>
+FL_AVX2 FL_INLINE void mp_block_avx2(float* Af, float* Bf, const float* uf, std::ptrdiff_t i0, const MpLag* lags,
+                                     const float* h, int n_taps, const __m256i* mask) {
+    __m256 a[NB], b[NB];
+    for (int q = 0; q < NB; ++q) {
+        a[q] = _mm256_load_ps(Af + 2 * i0 + 8 * q);
+        b[q] = _mm256_load_ps(Bf + 2 * i0 + 8 * q);
+    }
+    for (int j = 0; j < n_taps; ++j) {
+        const __m256 hr = _mm256_broadcast_ss(h + 2 * j);
+        const __m256 hi = _mm256_broadcast_ss(h + 2 * j + 1);
+        const float* p = uf + 2 * (i0 - lags[j].lag);
+        for (int q = 0; q < NB; ++q) {
+            const __m256 x = _mm256_loadu_ps(p + 8 * q);
+            a[q] = _mm256_fmadd_ps(hr, x, a[q]);
+            b[q] = _mm256_fmadd_ps(hi, x, b[q]);
+        }
+    }
+    for (int q = 0; q < NB; ++q) {
+        if (mask) {
+            _mm256_maskstore_ps(Af + 2 * i0 + 8 * q, *mask, a[q]);
+            _mm256_maskstore_ps(Bf + 2 * i0 + 8 * q, *mask, b[q]);
+        } else {
+            _mm256_store_ps(Af + 2 * i0 + 8 * q, a[q]);
+            _mm256_store_ps(Bf + 2 * i0 + 8 * q, b[q]);
+        }
+    }
+}
+
+FL_AVX2 void mp_avx2(cf32* A, cf32* B, const cf32* u, const MpLag* lags, const float* h, int n_taps, std::size_t lo,
+                     std::size_t hi, cf32*) {
+    float* Af = reinterpret_cast<float*>(A);
+    float* Bf = reinterpret_cast<float*>(B);
+    const float* uf = reinterpret_cast<const float*>(u);
+    std::size_t v = lo >> 2;
+    const std::size_t vfull = hi >> 2;
+    if (lo & 3) {
+        const __m256i m = mask_avx2(lo - 4 * v, std::min<std::size_t>(hi, 4 * v + 4) - 4 * v);
+        mp_block_avx2<1>(Af, Bf, uf, static_cast<std::ptrdiff_t>(4 * v), lags, h, n_taps, &m);
+        ++v;
+    }
+    for (; v + 4 <= vfull; v += 4)
+        mp_block_avx2<4>(Af, Bf, uf, static_cast<std::ptrdiff_t>(4 * v), lags, h, n_taps, nullptr);
+    for (; v < vfull; ++v)
+        mp_block_avx2<1>(Af, Bf, uf, static_cast<std::ptrdiff_t>(4 * v), lags, h, n_taps, nullptr);
+    if ((hi & 3) && v == vfull) {
+        const __m256i m = mask_avx2(0, hi & 3);
+        mp_block_avx2<1>(Af, Bf, uf, static_cast<std::ptrdiff_t>(4 * v), lags, h, n_taps, &m);
+    }
+}
+
+template <bool PN, bool NZ>
+FL_AVX2 void combine_avx2_t(cf32* y, const cf32* A, const cf32* B, const cf32* pn, const cf32* nz, cf32 dc,
+                            std::size_t n) {
+    float* yf = reinterpret_cast<float*>(y);
+    const float* Af = reinterpret_cast<const float*>(A);
+    const float* Bf = reinterpret_cast<const float*>(B);
+    const float* pf = reinterpret_cast<const float*>(pn);
+    const float* nf = reinterpret_cast<const float*>(nz);
+    double dpair;
+    std::memcpy(&dpair, &dc, sizeof(dpair));
+    const __m256 dcv = _mm256_castpd_ps(_mm256_set1_pd(dpair));
+    const __m256 ones = _mm256_set1_ps(1.0f);
+    for (std::size_t i = 0; i < n; i += 4) {
+        __m256 v = _mm256_fmaddsub_ps(_mm256_load_ps(Af + 2 * i), ones,
+                                      _mm256_permute_ps(_mm256_load_ps(Bf + 2 * i), 0xB1));
+        if (PN)
+            v = cmul_avx2(_mm256_loadu_ps(pf + 2 * i), v);
+        v = _mm256_add_ps(v, dcv);
+        if (NZ)
+            v = _mm256_add_ps(v, _mm256_loadu_ps(nf + 2 * i));
+        if (i + 4 <= n)
+            _mm256_storeu_ps(yf + 2 * i, v);
+        else
+            _mm256_maskstore_ps(yf + 2 * i, mask_avx2(0, n - i), v);
+    }
+}
+
+FL_AVX2 void combine_avx2(cf32* y, const cf32* A, const cf32* B, const cf32* pn, const cf32* nz, cf32 dc,
+                          std::size_t n) {
+    if (pn)
+        nz ? combine_avx2_t<true, true>(y, A, B, pn, nz, dc, n) : combine_avx2_t<true, false>(y, A, B, pn, nz, dc, n);
+    else
+        nz ? combine_avx2_t<false, true>(y, A, B, pn, nz, dc, n)
+           : combine_avx2_t<false, false>(y, A, B, pn, nz, dc, n);
+}
+
+struct X8 {
+    __m256i s0, s1, s2, s3;
+};
+
+FL_AVX2 FL_INLINE __m256i rotl_avx2(__m256i x, int k) {
+    return _mm256_or_si256(_mm256_slli_epi32(x, k), _mm256_srli_epi32(x, 32 - k));
+}
+
+FL_AVX2 FL_INLINE __m256i x8_next(X8& g) {
+    __m256i r = _mm256_add_epi32(g.s1, _mm256_slli_epi32(g.s1, 2));
+    r = rotl_avx2(r, 7);
+    r = _mm256_add_epi32(r, _mm256_slli_epi32(r, 3));
+    const __m256i t = _mm256_slli_epi32(g.s1, 9);
+    g.s2 = _mm256_xor_si256(g.s2, g.s0);
+    g.s3 = _mm256_xor_si256(g.s3, g.s1);
+    g.s1 = _mm256_xor_si256(g.s1, g.s2);
+    g.s0 = _mm256_xor_si256(g.s0, g.s3);
+    g.s2 = _mm256_xor_si256(g.s2, t);
+    g.s3 = rotl_avx2(g.s3, 11);
+    return r;
+}
+
+FL_AVX2 FL_INLINE __m256i ld8(const std::uint32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
+
+FL_AVX2 FL_INLINE X8 x8_load(const Lanes16& g, int half) {
+    return {ld8(g.s[0] + 8 * half), ld8(g.s[1] + 8 * half), ld8(g.s[2] + 8 * half), ld8(g.s[3] + 8 * half)};
+}
+
+FL_AVX2 FL_INLINE void st8(std::uint32_t* p, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), v); }
+
+FL_AVX2 FL_INLINE void x8_store(Lanes16& g, int half, const X8& x) {
+    st8(g.s[0] + 8 * half, x.s0);
+    st8(g.s[1] + 8 * half, x.s1);
+    st8(g.s[2] + 8 * half, x.s2);
+    st8(g.s[3] + 8 * half, x.s3);
+}
+
+FL_AVX2 FL_INLINE void box_muller_avx2(__m256i a, __m256i b, __m256 scale, __m256& re, __m256& im) {
+    const __m256 u1 = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(a, 1)), _mm256_set1_ps(0.5f)),
+                                    _mm256_set1_ps(0x1p-31f));
+    const __m256i bits = _mm256_castps_si256(u1);
+    __m256i e = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127));
+    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x7FFFFF)),
+                                                   _mm256_set1_epi32(0x3F800000)));
+    const __m256 big = _mm256_cmp_ps(m, _mm256_set1_ps(kSqrt2f), _CMP_GT_OQ);
+    m = _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5f)), big);
+    e = _mm256_add_epi32(e, _mm256_and_si256(_mm256_castps_si256(big), _mm256_set1_epi32(1)));
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 s = _mm256_div_ps(_mm256_sub_ps(m, one), _mm256_add_ps(m, one));
+    const __m256 s2 = _mm256_mul_ps(s, s);
+    __m256 p = _mm256_fmadd_ps(s2, _mm256_set1_ps(1.0f / 9.0f), _mm256_set1_ps(1.0f / 7.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(0.2f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 3.0f));
+    p = _mm256_mul_ps(p, s2);
+    const __m256 ts = _mm256_add_ps(s, s);
+    const __m256 lm = _mm256_fmadd_ps(ts, p, ts);
+    const __m256 ef = _mm256_cvtepi32_ps(e);
+    const __m256 l = _mm256_fmadd_ps(ef, _mm256_set1_ps(kLn2Hi), _mm256_fmadd_ps(ef, _mm256_set1_ps(kLn2Lo), lm));
+    const __m256 rad = _mm256_mul_ps(_mm256_sqrt_ps(_mm256_mul_ps(l, _mm256_set1_ps(-2.0f))), scale);
+
+    const __m256 f = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(b, 6), _mm256_set1_epi32(0xFFFFFF)));
+    const __m256 phi = _mm256_mul_ps(_mm256_sub_ps(f, _mm256_set1_ps(kFracMid)), _mm256_set1_ps(kPhiStep));
+    const __m256 p2 = _mm256_mul_ps(phi, phi);
+    __m256 t = _mm256_fmadd_ps(p2, _mm256_set1_ps(static_cast<float>(kS9)), _mm256_set1_ps(static_cast<float>(kS7)));
+    t = _mm256_fmadd_ps(t, p2, _mm256_set1_ps(static_cast<float>(kS5)));
+    t = _mm256_fmadd_ps(t, p2, _mm256_set1_ps(static_cast<float>(kS3)));
+    const __m256 sn = _mm256_fmadd_ps(_mm256_mul_ps(phi, p2), t, phi);
+    __m256 tc = _mm256_fmadd_ps(p2, _mm256_set1_ps(static_cast<float>(kC10)), _mm256_set1_ps(static_cast<float>(kC8)));
+    tc = _mm256_fmadd_ps(tc, p2, _mm256_set1_ps(static_cast<float>(kC6)));
+    tc = _mm256_fmadd_ps(tc, p2, _mm256_set1_ps(static_cast<float>(kC4)));
+    tc = _mm256_fmadd_ps(tc, p2, _mm256_set1_ps(static_cast<float>(kC2)));
+    const __m256 c = _mm256_fmadd_ps(tc, p2, one);
+    const __m256i b1 = _mm256_slli_epi32(b, 1);
+    const __m256 swap = _mm256_castsi256_ps(b1);  // sign bit = bit 30 of b
+    __m256 x = _mm256_blendv_ps(c, sn, swap);
+    __m256 y = _mm256_blendv_ps(sn, c, swap);
+    const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+    x = _mm256_xor_ps(x, _mm256_castsi256_ps(_mm256_and_si256(_mm256_xor_si256(b1, b), sign)));
+    y = _mm256_xor_ps(y, _mm256_castsi256_ps(_mm256_and_si256(b, sign)));
+    re = _mm256_mul_ps(x, rad);
+    im = _mm256_mul_ps(y, rad);
+}
+
+FL_AVX2 void awgn_avx2(Lanes16& g, float scale, cf32* out, std::size_t blocks) {
+    X8 g0 = x8_load(g, 0), g1 = x8_load(g, 1);
+    const __m256 sc = _mm256_set1_ps(scale);
+    float* o = reinterpret_cast<float*>(out);
+    for (std::size_t k = 0; k < blocks; ++k, o += 32) {
+        const __m256i a0 = x8_next(g0), b0 = x8_next(g0);
+        const __m256i a1 = x8_next(g1), b1 = x8_next(g1);
+        __m256 re0, im0, re1, im1;
+        box_muller_avx2(a0, b0, sc, re0, im0);
+        box_muller_avx2(a1, b1, sc, re1, im1);
+        _mm256_storeu_ps(o, _mm256_unpacklo_ps(re0, im0));
+        _mm256_storeu_ps(o + 8, _mm256_unpacklo_ps(re1, im1));
+        _mm256_storeu_ps(o + 16, _mm256_unpackhi_ps(re0, im0));
+        _mm256_storeu_ps(o + 24, _mm256_unpackhi_ps(re1, im1));
+    }
+    x8_store(g, 0, g0);
+    x8_store(g, 1, g1);
+}
+
+// e^{jθ} of 8 samples (th0: samples 0-3, th1: 4-7), interleaved to out[0 .. 16)
+FL_AVX2 FL_INLINE void phasor8_avx2(__m256d th0, __m256d th1, float* out) {
+    const __m256d k2pi = _mm256_set1_pd(kTwoOverPi), hpi = _mm256_set1_pd(kHalfPi);
+    const __m256d q0 = _mm256_round_pd(_mm256_mul_pd(th0, k2pi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256d q1 = _mm256_round_pd(_mm256_mul_pd(th1, k2pi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 x = _mm256_set_m128(_mm256_cvtpd_ps(_mm256_fnmadd_pd(q1, hpi, th1)),
+                                     _mm256_cvtpd_ps(_mm256_fnmadd_pd(q0, hpi, th0)));
+    const __m256i q = _mm256_set_m128i(_mm256_cvtpd_epi32(q1), _mm256_cvtpd_epi32(q0));
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    __m256 t = _mm256_fmadd_ps(x2, _mm256_set1_ps(static_cast<float>(kS9)), _mm256_set1_ps(static_cast<float>(kS7)));
+    t = _mm256_fmadd_ps(t, x2, _mm256_set1_ps(static_cast<float>(kS5)));
+    t = _mm256_fmadd_ps(t, x2, _mm256_set1_ps(static_cast<float>(kS3)));
+    const __m256 s = _mm256_fmadd_ps(_mm256_mul_ps(x, x2), t, x);
+    __m256 tc = _mm256_fmadd_ps(x2, _mm256_set1_ps(static_cast<float>(kC10)), _mm256_set1_ps(static_cast<float>(kC8)));
+    tc = _mm256_fmadd_ps(tc, x2, _mm256_set1_ps(static_cast<float>(kC6)));
+    tc = _mm256_fmadd_ps(tc, x2, _mm256_set1_ps(static_cast<float>(kC4)));
+    tc = _mm256_fmadd_ps(tc, x2, _mm256_set1_ps(static_cast<float>(kC2)));
+    const __m256 c = _mm256_fmadd_ps(tc, x2, _mm256_set1_ps(1.0f));
+    // quadrant q mod 4: bit 0 swaps (c, s); the sign bits follow from bits 0 and 1
+    const __m256 swap = _mm256_castsi256_ps(_mm256_slli_epi32(q, 31));
+    const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+    const __m256i reneg = _mm256_and_si256(_mm256_slli_epi32(_mm256_xor_si256(q, _mm256_srli_epi32(q, 1)), 31), sign);
+    const __m256i imneg = _mm256_and_si256(_mm256_slli_epi32(q, 30), sign);
+    const __m256 re = _mm256_xor_ps(_mm256_blendv_ps(c, s, swap), _mm256_castsi256_ps(reneg));
+    const __m256 im = _mm256_xor_ps(_mm256_blendv_ps(s, c, swap), _mm256_castsi256_ps(imneg));
+    const __m256 lo = _mm256_unpacklo_ps(re, im), hi = _mm256_unpackhi_ps(re, im);  // (0 1 | 4 5), (2 3 | 6 7)
+    _mm256_storeu_ps(out, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+FL_AVX2 FL_INLINE __m256d prefix4_avx2(__m256d x) {
+    const __m256d z = _mm256_setzero_pd();
+    x = _mm256_add_pd(x, _mm256_blend_pd(_mm256_permute4x64_pd(x, _MM_SHUFFLE(2, 1, 0, 0)), z, 0x1));
+    x = _mm256_add_pd(x, _mm256_permute2f128_pd(x, x, 0x08));
+    return x;
+}
+
+FL_AVX2 void pn_avx2(Lanes16& g, double sigma, double& theta, std::uint64_t block0, cf32* out, std::size_t blocks) {
+    X8 g0 = x8_load(g, 0), g1 = x8_load(g, 1);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256d sg = _mm256_set1_pd(sigma);
+    float* o = reinterpret_cast<float*>(out);
+    __m256d carry = _mm256_set1_pd(theta);
+    for (std::size_t k = 0; k < blocks; ++k, o += 64) {
+        const __m256i a0 = x8_next(g0), b0 = x8_next(g0);
+        const __m256i a1 = x8_next(g1), b1 = x8_next(g1);
+        __m256 z[4];  // samples 0-7, 8-15 (real parts), 16-23, 24-31 (imaginary parts)
+        box_muller_avx2(a0, b0, one, z[0], z[2]);
+        box_muller_avx2(a1, b1, one, z[1], z[3]);
+        __m256d d[8];
+        for (int h = 0; h < 8; ++h) {
+            const __m128 zf = (h & 1) ? _mm256_extractf128_ps(z[h >> 1], 1) : _mm256_castps256_ps128(z[h >> 1]);
+            d[h] = prefix4_avx2(_mm256_mul_pd(_mm256_cvtps_pd(zf), sg));
+        }
+        for (int h = 0; h < 8; ++h) {
+            const __m256d tot = _mm256_permute4x64_pd(d[h], 0xFF);
+            d[h] = _mm256_add_pd(d[h], carry);
+            carry = _mm256_add_pd(carry, tot);
+        }
+        for (int h = 0; h < 8; h += 2)
+            phasor8_avx2(d[h], d[h + 1], o + 8 * h);
+        if ((block0 + k) % 8 == 7)
+            carry = _mm256_set1_pd(wrap_phase(_mm256_cvtsd_f64(carry)));
+    }
+    theta = _mm256_cvtsd_f64(carry);
+    x8_store(g, 0, g0);
+    x8_store(g, 1, g1);
+}
+
+FL_AVX2 void doppler_avx2(double* st, int P, int MB, const double* scale2, cf64 los, cf64 rot, double* gains,
+                          float* taps, bool advance) {
+    for (int p = 0; p < P; ++p) {
+        __m256d ar = _mm256_setzero_pd(), ai = _mm256_setzero_pd();
+        for (int b = 0; b < MB; ++b) {
+            double* q = st + static_cast<std::size_t>(p * MB + b) * kDopBlock;
+            for (int h = 0; h < 8; h += 4) {
+                __m256d a = _mm256_load_pd(q + h), c = _mm256_load_pd(q + 8 + h);
+                if (advance) {
+                    const __m256d sr = _mm256_load_pd(q + 16 + h), si = _mm256_load_pd(q + 24 + h);
+                    const __m256d na = _mm256_fmsub_pd(a, sr, _mm256_mul_pd(c, si));
+                    c = _mm256_fmadd_pd(a, si, _mm256_mul_pd(c, sr));
+                    a = na;
+                    _mm256_store_pd(q + h, a);
+                    _mm256_store_pd(q + 8 + h, c);
+                }
+                ar = _mm256_add_pd(ar, a);
+                ai = _mm256_add_pd(ai, c);
+            }
+        }
+        alignas(32) double r[4], q2[4];
+        _mm256_store_pd(r, ar);
+        _mm256_store_pd(q2, ai);
+        double re = ((r[0] + r[1]) + (r[2] + r[3])) * scale2[2 * p];
+        double im = ((q2[0] + q2[1]) + (q2[2] + q2[3])) * scale2[2 * p];
+        if (p == 0) {
+            re += los.real();
+            im += los.imag();
+        }
+        gains[2 * p] = re;
+        gains[2 * p + 1] = im;
+        if (taps) {
+            taps[2 * p] = static_cast<float>(re * rot.real() - im * rot.imag());
+            taps[2 * p + 1] = static_cast<float>(re * rot.imag() + im * rot.real());
+        }
+    }
+}
+
+// ----------------------------------------------------- AVX-512 ------------------------------------------------
+// GCC 12's AVX-512 intrinsics pass an "undefined" operand that trips -Wmaybe-uninitialized once inlined (fixed in
+// GCC 13); the warning is about the header's idiom, not about this code.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+FL_AVX512 FL_INLINE __m512 cmul_avx512(__m512 a, __m512 b) {
+    const __m512 t = _mm512_mul_ps(_mm512_movehdup_ps(a), _mm512_permute_ps(b, 0xB1));
+    return _mm512_fmaddsub_ps(_mm512_moveldup_ps(a), b, t);
+}
+
+inline __mmask16 mask16(std::size_t lo, std::size_t hi) {  // complex lanes [lo, hi) of 8
+    return static_cast<__mmask16>(((1u << (2 * hi)) - 1u) & ~((1u << (2 * lo)) - 1u));
+}
+
+// x ⊙ tab into the aligned work buffer (the table is 64-byte aligned whenever the segment starts on a multiple of 8).
+// A 512-bit load of x that is not 64-byte aligned straddles two cache lines, which costs as much as two loads: such
+// input is read as two 256-bit halves instead.
+template <bool Aligned>
+FL_AVX512 FL_INLINE void rotate_loop_avx512(float* d, const float* xf, const float* tf, std::size_t n8) {
+    for (std::size_t i = 0; i < n8; i += 8) {
+        const __m512 xv = Aligned ? _mm512_loadu_ps(xf + 2 * i)
+                                  : _mm512_castpd_ps(_mm512_insertf64x4(
+                                        _mm512_castpd256_pd512(_mm256_loadu_pd(reinterpret_cast<const double*>(xf + 2 * i))),
+                                        _mm256_loadu_pd(reinterpret_cast<const double*>(xf + 2 * i + 8)), 1));
+        _mm512_store_ps(d + 2 * i, cmul_avx512(_mm512_loadu_ps(tf + 2 * i), xv));
+    }
+}
+
+FL_AVX512 void rotate_avx512(cf32* dst, const cf32* x, const cf32* tab, std::size_t n) {
     float* d = reinterpret_cast<float*>(dst);
     const float* xf = reinterpret_cast<const float*>(x);
     const float* tf = reinterpret_cast<const float*>(tab);
-    for (std::size_t i = 0; i < n; i += 8) {
-        const std::size_t rem = std::min<std::size_t>(8, n - i);
-        const auto mask = static_cast<__mmask16>((1u << (2 * rem)) - 1u);
-        const __m512 r = cmul_avx512(_mm512_maskz_loadu_ps(mask, tf + 2 * i), b);
-        _mm512_mask_storeu_ps(d + 2 * i, mask, cmul_avx512(_mm512_maskz_loadu_ps(mask, xf + 2 * i), r));
+    const std::size_t n8 = n / 8 * 8;
+    if ((reinterpret_cast<std::uintptr_t>(x) & 63) == 0)
+        rotate_loop_avx512<true>(d, xf, tf, n8);
+    else
+        rotate_loop_avx512<false>(d, xf, tf, n8);
+    if (n8 < n) {
+        const __mmask16 m = mask16(0, n - n8);
+        _mm512_mask_storeu_ps(d + 2 * n8, m,
+                              cmul_avx512(_mm512_maskz_loadu_ps(m, tf + 2 * n8), _mm512_maskz_loadu_ps(m, xf + 2 * n8)));
     }
 }
-#endif
 
-// e^{jδ} for the small Wiener increments of the phase noise (Taylor series, error < 1e-15 for |δ| < 0.05).
-inline void small_rotation(double d, double& c, double& s) {
-    if (std::fabs(d) >= 0.05) {
-        c = std::cos(d);
-        s = std::sin(d);
+FL_AVX512 FL_INLINE __m512 shift_pair(__m512 lo, __m512 hi, std::integral_constant<int, 0>) {
+    (void)hi;
+    return lo;
+}
+template <int R>
+FL_AVX512 FL_INLINE __m512 shift_pair(__m512 lo, __m512 hi, std::integral_constant<int, R>) {
+    // complex elements R .. R+7 of the pair (lo, hi)
+    return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), 2 * R));
+}
+
+// Fractional delay, taps 8g + rp (rp = RP .. 7) of group g: w[m] = s vector (v0 + m − g − 1), m = 0 .. NB.
+template <int RP, int NB>
+FL_AVX512 FL_INLINE void fd_steps_avx512(__m512* acc, const __m512* w, const float* tp) {
+    const __m512 t = _mm512_set1_ps(tp[RP]);
+    for (int b = 0; b < NB; ++b) {
+        const __m512 x = RP == 0 ? w[b + 1] : shift_pair(w[b], w[b + 1], std::integral_constant<int, (8 - RP) % 8>{});
+        acc[b] = _mm512_fmadd_ps(t, x, acc[b]);
+    }
+    if constexpr (RP < 7)
+        fd_steps_avx512<RP + 1, NB>(acc, w, tp);
+}
+
+template <int NB>
+FL_AVX512 FL_INLINE void fd_block_avx512(float* uf, const float* sf, std::ptrdiff_t v0, const float* taps, int G) {
+    __m512 acc[NB];
+    for (int b = 0; b < NB; ++b)
+        acc[b] = _mm512_setzero_ps();
+    for (int g = 0; g < G; ++g) {
+        __m512 w[NB + 1];
+        for (int m = 0; m <= NB; ++m)
+            w[m] = _mm512_load_ps(sf + 16 * (v0 + m - g - 1));
+        fd_steps_avx512<0, NB>(acc, w, taps + 8 * g);
+    }
+    for (int b = 0; b < NB; ++b)
+        _mm512_store_ps(uf + 16 * (v0 + b), acc[b]);
+}
+
+// Two tap groups (2W <= 16, the default W = 8): the shifted vector for tap 8g + rp of output vector b depends on
+// b − g only, so each shift feeds both groups. Per lane the taps are applied in the order 0, 8, 1, 9, ..., 7, 15.
+// v[m + 1] = s vector (v0 + m − 1), m = −1 .. NB − 1.
+template <int RP, int NB>
+FL_AVX512 FL_INLINE void fd2_steps_avx512(__m512* acc, const __m512* v, const float* tp) {
+    const __m512 t0 = _mm512_set1_ps(tp[RP]), t1 = _mm512_set1_ps(tp[8 + RP]);
+    for (int m = -1; m < NB; ++m) {  // m = b − g
+        const __m512 x =
+            RP == 0 ? v[m + 2] : shift_pair(v[m + 1], v[m + 2], std::integral_constant<int, (8 - RP) % 8>{});
+        if (m >= 0)
+            acc[m] = _mm512_fmadd_ps(t0, x, acc[m]);
+        if (m + 1 < NB)
+            acc[m + 1] = _mm512_fmadd_ps(t1, x, acc[m + 1]);
+    }
+    if constexpr (RP < 7)
+        fd2_steps_avx512<RP + 1, NB>(acc, v, tp);
+}
+
+template <int NB>
+FL_AVX512 FL_INLINE void fd2_block_avx512(float* uf, const float* sf, std::ptrdiff_t v0, const float* taps) {
+    __m512 acc[NB];
+    for (int b = 0; b < NB; ++b)
+        acc[b] = _mm512_setzero_ps();
+    __m512 v[NB + 2];
+    for (int m = 0; m < NB + 2; ++m)
+        v[m] = _mm512_load_ps(sf + 16 * (v0 + m - 2));
+    fd2_steps_avx512<0, NB>(acc, v, taps);
+    for (int b = 0; b < NB; ++b)
+        _mm512_store_ps(uf + 16 * (v0 + b), acc[b]);
+}
+
+// The same with the new s vectors made from the input in the block itself (rotated by the CFO table if ROT), stored
+// for the history and used from registers. Lane count of the last vector: n − 8 (v0 + i).
+template <int NB, bool ROT, bool XAL>
+FL_AVX512 FL_INLINE void fd2rot_block_avx512(float* uf, float* sf, const float* xf, const float* tf, std::ptrdiff_t v0,
+                                             const float* taps, std::size_t n) {
+    __m512 v[NB + 2];
+    v[0] = _mm512_load_ps(sf + 16 * (v0 - 2));
+    v[1] = _mm512_load_ps(sf + 16 * (v0 - 1));
+    for (int m = 0; m < NB; ++m) {
+        const auto i = static_cast<std::size_t>(8 * (v0 + m));
+        __m512 x, t = _mm512_setzero_ps();
+        if (NB == 1 && i + 8 > n) {
+            const __mmask16 k = mask16(0, n - i);
+            x = _mm512_maskz_loadu_ps(k, xf + 2 * i);
+            if (ROT)
+                t = _mm512_maskz_loadu_ps(k, tf + 2 * i);
+        } else {
+            x = XAL ? _mm512_loadu_ps(xf + 2 * i)
+                    : _mm512_castpd_ps(_mm512_insertf64x4(
+                          _mm512_castpd256_pd512(_mm256_loadu_pd(reinterpret_cast<const double*>(xf + 2 * i))),
+                          _mm256_loadu_pd(reinterpret_cast<const double*>(xf + 2 * i + 8)), 1));
+            if (ROT)
+                t = _mm512_loadu_ps(tf + 2 * i);
+        }
+        if (ROT)
+            x = cmul_avx512(t, x);
+        _mm512_store_ps(sf + 2 * i, x);
+        v[m + 2] = x;
+    }
+    __m512 acc[NB];
+    for (int b = 0; b < NB; ++b)
+        acc[b] = _mm512_setzero_ps();
+    fd2_steps_avx512<0, NB>(acc, v, taps);
+    for (int b = 0; b < NB; ++b)
+        _mm512_store_ps(uf + 16 * (v0 + b), acc[b]);
+}
+
+template <bool ROT, bool XAL>
+FL_AVX512 void fd2rot_avx512(float* uf, float* sf, const float* xf, const float* tf, const float* taps, std::size_t n) {
+    const auto nfull = static_cast<std::ptrdiff_t>(n / 8), nv = static_cast<std::ptrdiff_t>((n + 7) / 8);
+    std::ptrdiff_t v = 0;
+    for (; v + 8 <= nfull; v += 8)
+        fd2rot_block_avx512<8, ROT, XAL>(uf, sf, xf, tf, v, taps, n);
+    for (; v < nv; ++v)
+        fd2rot_block_avx512<1, ROT, XAL>(uf, sf, xf, tf, v, taps, n);
+}
+
+FL_AVX512 bool fd_rot_avx512(cf32* u, cf32* s, const cf32* x, const cf32* tab, const float* taps, int n_taps,
+                             std::size_t n) {
+    if (n_taps != 16)
+        return false;
+    float* uf = reinterpret_cast<float*>(u);
+    float* sf = reinterpret_cast<float*>(s);
+    const float* xf = reinterpret_cast<const float*>(x);
+    const float* tf = reinterpret_cast<const float*>(tab);
+    const bool xal = (reinterpret_cast<std::uintptr_t>(x) & 63) == 0;
+    if (tab)
+        xal ? fd2rot_avx512<true, true>(uf, sf, xf, tf, taps, n) : fd2rot_avx512<true, false>(uf, sf, xf, tf, taps, n);
+    else
+        xal ? fd2rot_avx512<false, true>(uf, sf, xf, tf, taps, n) : fd2rot_avx512<false, false>(uf, sf, xf, tf, taps, n);
+    return true;
+}
+
+FL_AVX512 void fd_avx512(cf32* u, const cf32* s, const float* taps, int n_taps, std::size_t n, cf32*) {
+    float* uf = reinterpret_cast<float*>(u);
+    const float* sf = reinterpret_cast<const float*>(s);
+    const int G = n_taps / 8;
+    const auto nv = static_cast<std::ptrdiff_t>((n + 7) / 8);
+    std::ptrdiff_t v = 0;
+    if (G == 2) {
+        for (; v + 8 <= nv; v += 8)
+            fd2_block_avx512<8>(uf, sf, v, taps);
+        for (; v < nv; ++v)
+            fd2_block_avx512<1>(uf, sf, v, taps);
         return;
     }
-    constexpr double c2 = 1.0 / 2.0, c4 = 1.0 / 24.0, c6 = 1.0 / 720.0;
-    constexpr double s3 = 1.0 / 6.0, s5 = 1.0 / 120.0, s7 = 1.0 / 5040.0;
-    const double d2 = d * d;
-    c = 1.0 - d2 * (c2 - d2 * (c4 - d2 * c6));
-    s = d * (1.0 - d2 * (s3 - d2 * (s5 - d2 * s7)));
+    for (; v + 8 <= nv; v += 8)
+        fd_block_avx512<8>(uf, sf, v, taps, G);
+    for (; v < nv; ++v)
+        fd_block_avx512<1>(uf, sf, v, taps, G);
 }
+
+// Multipath tap with shift R: output vector v0 + q reads u vectors (v0 − tap.q + q) and (+1); p points at the first.
+// (Loading per tap is deliberate: keeping a q-group's vectors in registers across the shift dispatch makes GCC
+// spill them.)
+template <int R, int NB>
+FL_AVX512 FL_INLINE void mp_tap_avx512(__m512* a, __m512* b, const float* p, __m512 hr, __m512 hi) {
+    if constexpr (R == 0) {
+        for (int q = 0; q < NB; ++q) {
+            const __m512 x = _mm512_load_ps(p + 16 * q);
+            a[q] = _mm512_fmadd_ps(hr, x, a[q]);
+            b[q] = _mm512_fmadd_ps(hi, x, b[q]);
+        }
+    } else {
+        __m512 v0 = _mm512_load_ps(p);
+        for (int q = 0; q < NB; ++q) {
+            const __m512 v1 = _mm512_load_ps(p + 16 * (q + 1));
+            const __m512 x = shift_pair(v0, v1, std::integral_constant<int, R>{});
+            v0 = v1;
+            a[q] = _mm512_fmadd_ps(hr, x, a[q]);
+            b[q] = _mm512_fmadd_ps(hi, x, b[q]);
+        }
+    }
+}
+
+template <int NB>
+FL_AVX512 FL_INLINE void mp_block_avx512(float* Af, float* Bf, const float* uf, std::ptrdiff_t v0, const MpLag* lags,
+                                         const float* h, int n_taps, __mmask16 mask) {
+    __m512 a[NB], b[NB];
+    for (int q = 0; q < NB; ++q) {
+        a[q] = _mm512_load_ps(Af + 16 * (v0 + q));
+        b[q] = _mm512_load_ps(Bf + 16 * (v0 + q));
+    }
+    for (int j = 0; j < n_taps; ++j) {
+        const float* p = uf + 16 * (v0 - lags[j].q);
+        const __m512 hr = _mm512_set1_ps(h[2 * j]);
+        const __m512 hi = _mm512_set1_ps(h[2 * j + 1]);
+        switch (lags[j].r) {
+            case 0: mp_tap_avx512<0, NB>(a, b, p, hr, hi); break;
+            case 1: mp_tap_avx512<1, NB>(a, b, p, hr, hi); break;
+            case 2: mp_tap_avx512<2, NB>(a, b, p, hr, hi); break;
+            case 3: mp_tap_avx512<3, NB>(a, b, p, hr, hi); break;
+            case 4: mp_tap_avx512<4, NB>(a, b, p, hr, hi); break;
+            case 5: mp_tap_avx512<5, NB>(a, b, p, hr, hi); break;
+            case 6: mp_tap_avx512<6, NB>(a, b, p, hr, hi); break;
+            default: mp_tap_avx512<7, NB>(a, b, p, hr, hi); break;
+        }
+    }
+    for (int q = 0; q < NB; ++q) {
+        _mm512_mask_store_ps(Af + 16 * (v0 + q), mask, a[q]);
+        _mm512_mask_store_ps(Bf + 16 * (v0 + q), mask, b[q]);
+    }
+}
+
+FL_AVX512 void mp_avx512(cf32* A, cf32* B, const cf32* u, const MpLag* lags, const float* h, int n_taps,
+                         std::size_t lo, std::size_t hi, cf32*) {
+    float* Af = reinterpret_cast<float*>(A);
+    float* Bf = reinterpret_cast<float*>(B);
+    const float* uf = reinterpret_cast<const float*>(u);
+    std::size_t v = lo >> 3;
+    const std::size_t vfull = hi >> 3;
+    if (lo & 7) {
+        mp_block_avx512<1>(Af, Bf, uf, static_cast<std::ptrdiff_t>(v), lags, h, n_taps,
+                           mask16(lo - 8 * v, std::min<std::size_t>(hi, 8 * v + 8) - 8 * v));
+        ++v;
+    }
+    for (; v + 8 <= vfull; v += 8)
+        mp_block_avx512<8>(Af, Bf, uf, static_cast<std::ptrdiff_t>(v), lags, h, n_taps, 0xFFFF);
+    for (; v < vfull; ++v)
+        mp_block_avx512<1>(Af, Bf, uf, static_cast<std::ptrdiff_t>(v), lags, h, n_taps, 0xFFFF);
+    if ((hi & 7) && v == vfull)
+        mp_block_avx512<1>(Af, Bf, uf, static_cast<std::ptrdiff_t>(v), lags, h, n_taps, mask16(0, hi & 7));
+}
+
+template <bool PN, bool NZ>
+FL_AVX512 void combine_avx512_t(cf32* y, const cf32* A, const cf32* B, const cf32* pn, const cf32* nz, cf32 dc,
+                                std::size_t n) {
+    float* yf = reinterpret_cast<float*>(y);
+    const float* Af = reinterpret_cast<const float*>(A);
+    const float* Bf = reinterpret_cast<const float*>(B);
+    const float* pf = reinterpret_cast<const float*>(pn);
+    const float* nf = reinterpret_cast<const float*>(nz);
+    double dpair;
+    std::memcpy(&dpair, &dc, sizeof(dpair));
+    const __m512 dcv = _mm512_castpd_ps(_mm512_set1_pd(dpair));
+    const __m512 ones = _mm512_set1_ps(1.0f);
+    for (std::size_t i = 0; i < n; i += 8) {
+        __m512 v = _mm512_fmaddsub_ps(_mm512_load_ps(Af + 2 * i), ones,
+                                      _mm512_permute_ps(_mm512_load_ps(Bf + 2 * i), 0xB1));
+        if (PN)
+            v = cmul_avx512(_mm512_loadu_ps(pf + 2 * i), v);
+        v = _mm512_add_ps(v, dcv);
+        if (NZ)
+            v = _mm512_add_ps(v, _mm512_loadu_ps(nf + 2 * i));
+        if (i + 8 <= n)
+            _mm512_storeu_ps(yf + 2 * i, v);
+        else
+            _mm512_mask_storeu_ps(yf + 2 * i, mask16(0, n - i), v);
+    }
+}
+
+FL_AVX512 void combine_avx512(cf32* y, const cf32* A, const cf32* B, const cf32* pn, const cf32* nz, cf32 dc,
+                              std::size_t n) {
+    if (pn)
+        nz ? combine_avx512_t<true, true>(y, A, B, pn, nz, dc, n)
+           : combine_avx512_t<true, false>(y, A, B, pn, nz, dc, n);
+    else
+        nz ? combine_avx512_t<false, true>(y, A, B, pn, nz, dc, n)
+           : combine_avx512_t<false, false>(y, A, B, pn, nz, dc, n);
+}
+
+struct X16 {
+    __m512i s0, s1, s2, s3;
+};
+
+FL_AVX512 FL_INLINE X16 x16_load(const Lanes16& g) {
+    return {_mm512_load_si512(g.s[0]), _mm512_load_si512(g.s[1]), _mm512_load_si512(g.s[2]),
+            _mm512_load_si512(g.s[3])};
+}
+
+FL_AVX512 FL_INLINE void x16_store(Lanes16& g, const X16& x) {
+    _mm512_store_si512(g.s[0], x.s0);
+    _mm512_store_si512(g.s[1], x.s1);
+    _mm512_store_si512(g.s[2], x.s2);
+    _mm512_store_si512(g.s[3], x.s3);
+}
+
+FL_AVX512 FL_INLINE __m512i x16_next(X16& g) {
+    __m512i r = _mm512_add_epi32(g.s1, _mm512_slli_epi32(g.s1, 2));
+    r = _mm512_rol_epi32(r, 7);
+    r = _mm512_add_epi32(r, _mm512_slli_epi32(r, 3));
+    const __m512i t = _mm512_slli_epi32(g.s1, 9);
+    g.s2 = _mm512_xor_si512(g.s2, g.s0);
+    g.s3 = _mm512_xor_si512(g.s3, g.s1);
+    g.s1 = _mm512_xor_si512(g.s1, g.s2);
+    g.s0 = _mm512_xor_si512(g.s0, g.s3);
+    g.s2 = _mm512_xor_si512(g.s2, t);
+    g.s3 = _mm512_rol_epi32(g.s3, 11);
+    return r;
+}
+
+FL_AVX512 FL_INLINE void box_muller_avx512(__m512i a, __m512i b, __m512 scale, __m512& re, __m512& im) {
+    const __m512 u1 = _mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(a, 1)), _mm512_set1_ps(0.5f)),
+                                    _mm512_set1_ps(0x1p-31f));
+    const __m512i bits = _mm512_castps_si512(u1);
+    __m512i e = _mm512_sub_epi32(_mm512_srli_epi32(bits, 23), _mm512_set1_epi32(127));
+    __m512 m = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFF)),
+                                                   _mm512_set1_epi32(0x3F800000)));
+    const __mmask16 big = _mm512_cmp_ps_mask(m, _mm512_set1_ps(kSqrt2f), _CMP_GT_OQ);
+    m = _mm512_mask_mul_ps(m, big, m, _mm512_set1_ps(0.5f));
+    e = _mm512_mask_add_epi32(e, big, e, _mm512_set1_epi32(1));
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 s = _mm512_div_ps(_mm512_sub_ps(m, one), _mm512_add_ps(m, one));
+    const __m512 s2 = _mm512_mul_ps(s, s);
+    __m512 p = _mm512_fmadd_ps(s2, _mm512_set1_ps(1.0f / 9.0f), _mm512_set1_ps(1.0f / 7.0f));
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(0.2f));
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(1.0f / 3.0f));
+    p = _mm512_mul_ps(p, s2);
+    const __m512 ts = _mm512_add_ps(s, s);
+    const __m512 lm = _mm512_fmadd_ps(ts, p, ts);
+    const __m512 ef = _mm512_cvtepi32_ps(e);
+    const __m512 l = _mm512_fmadd_ps(ef, _mm512_set1_ps(kLn2Hi), _mm512_fmadd_ps(ef, _mm512_set1_ps(kLn2Lo), lm));
+    const __m512 rad = _mm512_mul_ps(_mm512_sqrt_ps(_mm512_mul_ps(l, _mm512_set1_ps(-2.0f))), scale);
+
+    const __m512 f = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(b, 6), _mm512_set1_epi32(0xFFFFFF)));
+    const __m512 phi = _mm512_mul_ps(_mm512_sub_ps(f, _mm512_set1_ps(kFracMid)), _mm512_set1_ps(kPhiStep));
+    const __m512 p2 = _mm512_mul_ps(phi, phi);
+    __m512 t = _mm512_fmadd_ps(p2, _mm512_set1_ps(static_cast<float>(kS9)), _mm512_set1_ps(static_cast<float>(kS7)));
+    t = _mm512_fmadd_ps(t, p2, _mm512_set1_ps(static_cast<float>(kS5)));
+    t = _mm512_fmadd_ps(t, p2, _mm512_set1_ps(static_cast<float>(kS3)));
+    const __m512 sn = _mm512_fmadd_ps(_mm512_mul_ps(phi, p2), t, phi);
+    __m512 tc = _mm512_fmadd_ps(p2, _mm512_set1_ps(static_cast<float>(kC10)), _mm512_set1_ps(static_cast<float>(kC8)));
+    tc = _mm512_fmadd_ps(tc, p2, _mm512_set1_ps(static_cast<float>(kC6)));
+    tc = _mm512_fmadd_ps(tc, p2, _mm512_set1_ps(static_cast<float>(kC4)));
+    tc = _mm512_fmadd_ps(tc, p2, _mm512_set1_ps(static_cast<float>(kC2)));
+    const __m512 c = _mm512_fmadd_ps(tc, p2, one);
+    const __mmask16 swap = _mm512_test_epi32_mask(b, _mm512_set1_epi32(0x40000000));
+    const __m512i b1 = _mm512_slli_epi32(b, 1);
+    const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    const __m512i x = _mm512_xor_si512(_mm512_castps_si512(_mm512_mask_blend_ps(swap, c, sn)),
+                                       _mm512_and_si512(_mm512_xor_si512(b1, b), sign));
+    const __m512i y = _mm512_xor_si512(_mm512_castps_si512(_mm512_mask_blend_ps(swap, sn, c)),
+                                       _mm512_and_si512(b, sign));
+    re = _mm512_mul_ps(_mm512_castsi512_ps(x), rad);
+    im = _mm512_mul_ps(_mm512_castsi512_ps(y), rad);
+}
+
+FL_AVX512 void awgn_avx512(Lanes16& g, float scale, cf32* out, std::size_t blocks) {
+    X16 x = x16_load(g);
+    const __m512 sc = _mm512_set1_ps(scale);
+    float* o = reinterpret_cast<float*>(out);
+    for (std::size_t k = 0; k < blocks; ++k, o += 32) {
+        const __m512i a = x16_next(x), b = x16_next(x);
+        __m512 re, im;
+        box_muller_avx512(a, b, sc, re, im);
+        _mm512_storeu_ps(o, _mm512_unpacklo_ps(re, im));
+        _mm512_storeu_ps(o + 16, _mm512_unpackhi_ps(re, im));
+    }
+    x16_store(g, x);
+}
+
+// e^{jθ} of 16 samples (th0: samples 0-7, th1: 8-15), interleaved to out[0 .. 32)
+FL_AVX512 FL_INLINE void phasor16_avx512(__m512d th0, __m512d th1, float* out) {
+    const __m512d k2pi = _mm512_set1_pd(kTwoOverPi), hpi = _mm512_set1_pd(kHalfPi);
+    const __m512d q0 = _mm512_roundscale_pd(_mm512_mul_pd(th0, k2pi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512d q1 = _mm512_roundscale_pd(_mm512_mul_pd(th1, k2pi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 x = _mm512_castpd_ps(_mm512_insertf64x4(
+        _mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(_mm512_fnmadd_pd(q0, hpi, th0)))),
+        _mm256_castps_pd(_mm512_cvtpd_ps(_mm512_fnmadd_pd(q1, hpi, th1))), 1));
+    const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtpd_epi32(q0)), _mm512_cvtpd_epi32(q1), 1);
+    const __m512 x2 = _mm512_mul_ps(x, x);
+    __m512 t = _mm512_fmadd_ps(x2, _mm512_set1_ps(static_cast<float>(kS9)), _mm512_set1_ps(static_cast<float>(kS7)));
+    t = _mm512_fmadd_ps(t, x2, _mm512_set1_ps(static_cast<float>(kS5)));
+    t = _mm512_fmadd_ps(t, x2, _mm512_set1_ps(static_cast<float>(kS3)));
+    const __m512 s = _mm512_fmadd_ps(_mm512_mul_ps(x, x2), t, x);
+    __m512 tc = _mm512_fmadd_ps(x2, _mm512_set1_ps(static_cast<float>(kC10)), _mm512_set1_ps(static_cast<float>(kC8)));
+    tc = _mm512_fmadd_ps(tc, x2, _mm512_set1_ps(static_cast<float>(kC6)));
+    tc = _mm512_fmadd_ps(tc, x2, _mm512_set1_ps(static_cast<float>(kC4)));
+    tc = _mm512_fmadd_ps(tc, x2, _mm512_set1_ps(static_cast<float>(kC2)));
+    const __m512 c = _mm512_fmadd_ps(tc, x2, _mm512_set1_ps(1.0f));
+    const __mmask16 swap = _mm512_test_epi32_mask(q, _mm512_set1_epi32(1));
+    const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    const __m512i reneg =
+        _mm512_and_si512(_mm512_slli_epi32(_mm512_xor_si512(q, _mm512_srli_epi32(q, 1)), 31), sign);
+    const __m512i imneg = _mm512_and_si512(_mm512_slli_epi32(q, 30), sign);
+    const __m512 re = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(_mm512_mask_blend_ps(swap, c, s)), reneg));
+    const __m512 im = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(_mm512_mask_blend_ps(swap, s, c)), imneg));
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    _mm512_storeu_ps(out, _mm512_permutex2var_ps(re, lo, im));
+    _mm512_storeu_ps(out + 16, _mm512_permutex2var_ps(re, hi, im));
+}
+
+FL_AVX512 FL_INLINE __m512d prefix8_avx512(__m512d x) {
+    const __m512i z = _mm512_setzero_si512();
+    x = _mm512_add_pd(x, _mm512_castsi512_pd(_mm512_alignr_epi64(_mm512_castpd_si512(x), z, 7)));
+    x = _mm512_add_pd(x, _mm512_castsi512_pd(_mm512_alignr_epi64(_mm512_castpd_si512(x), z, 6)));
+    x = _mm512_add_pd(x, _mm512_castsi512_pd(_mm512_alignr_epi64(_mm512_castpd_si512(x), z, 4)));
+    return x;
+}
+
+FL_AVX512 void pn_avx512(Lanes16& g, double sigma, double& theta, std::uint64_t block0, cf32* out,
+                         std::size_t blocks) {
+    X16 x = x16_load(g);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512d sg = _mm512_set1_pd(sigma);
+    const __m512i last = _mm512_set1_epi64(7);
+    float* o = reinterpret_cast<float*>(out);
+    __m512d carry = _mm512_set1_pd(theta);
+    // Up to 8 blocks at a time: first all the normals (independent), then the running sums and phasors, so that
+    // the long per-block dependency chains of the two halves overlap.
+    alignas(64) float z[8][32];
+    for (std::size_t k0 = 0; k0 < blocks; k0 += 8) {
+        const std::size_t nb = std::min<std::size_t>(8, blocks - k0);
+        for (std::size_t k = 0; k < nb; ++k) {
+            const __m512i a = x16_next(x), b = x16_next(x);
+            __m512 re, im;  // samples 0-15 and 16-31
+            box_muller_avx512(a, b, one, re, im);
+            _mm512_store_ps(z[k], re);
+            _mm512_store_ps(z[k] + 16, im);
+        }
+        for (std::size_t k = 0; k < nb; ++k, o += 64) {
+            __m512d d[4];
+            for (int h = 0; h < 4; ++h)
+                d[h] = prefix8_avx512(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_load_ps(z[k] + 8 * h)), sg));
+            for (int h = 0; h < 4; ++h) {  // only these adds are serial
+                const __m512d tot = _mm512_permutexvar_pd(last, d[h]);
+                d[h] = _mm512_add_pd(d[h], carry);
+                carry = _mm512_add_pd(carry, tot);
+            }
+            phasor16_avx512(d[0], d[1], o);
+            phasor16_avx512(d[2], d[3], o + 32);
+            if ((block0 + k0 + k) % 8 == 7)
+                carry = _mm512_set1_pd(wrap_phase(_mm512_cvtsd_f64(carry)));
+        }
+    }
+    theta = _mm512_cvtsd_f64(carry);
+    x16_store(g, x);
+}
+
+// lane i = Σ lanes of v[i], i < 8 (transposed reduction: 14 shuffles and 7 adds for the eight sums)
+FL_AVX512 FL_INLINE __m512d reduce8_avx512(const __m512d* v) {
+    __m512d t[4];
+    for (int i = 0; i < 4; ++i)
+        t[i] = _mm512_add_pd(_mm512_unpacklo_pd(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_pd(v[2 * i], v[2 * i + 1]));
+    // t[i] 128-bit lanes: (v2i, v2i+1) partial sums of elements {0,1}, {2,3}, {4,5}, {6,7}
+    const __m512d u0 = _mm512_add_pd(_mm512_shuffle_f64x2(t[0], t[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_f64x2(t[0], t[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512d u1 = _mm512_add_pd(_mm512_shuffle_f64x2(t[2], t[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_f64x2(t[2], t[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    // u0 lanes: (v0, v1) {0-3}, (v0, v1) {4-7}, (v2, v3) {0-3}, (v2, v3) {4-7}; u1 likewise for v4 .. v7
+    return _mm512_add_pd(_mm512_shuffle_f64x2(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f64x2(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+FL_AVX512 void doppler_avx512(double* st, int P, int MB, const double* scale2, cf64 los, cf64 rot, double* gains,
+                              float* taps, bool advance) {
+    const __m512d rr = _mm512_set1_pd(rot.real()), ri = _mm512_set1_pd(rot.imag());
+    for (int p0 = 0; p0 < P; p0 += 4) {
+        __m512d v[8];
+        for (int q = 0; q < 4; ++q) {
+            __m512d ar = _mm512_setzero_pd(), ai = _mm512_setzero_pd();
+            const int p = p0 + q;
+            for (int b = 0; p < P && b < MB; ++b) {
+                double* blk = st + static_cast<std::size_t>(p * MB + b) * kDopBlock;
+                __m512d a = _mm512_load_pd(blk), c = _mm512_load_pd(blk + 8);
+                if (advance) {
+                    const __m512d sr = _mm512_load_pd(blk + 16), si = _mm512_load_pd(blk + 24);
+                    const __m512d na = _mm512_fmsub_pd(a, sr, _mm512_mul_pd(c, si));
+                    c = _mm512_fmadd_pd(a, si, _mm512_mul_pd(c, sr));
+                    a = na;
+                    _mm512_store_pd(blk, a);
+                    _mm512_store_pd(blk + 8, c);
+                }
+                ar = _mm512_add_pd(ar, a);
+                ai = _mm512_add_pd(ai, c);
+            }
+            v[2 * q] = ar;
+            v[2 * q + 1] = ai;
+        }
+        // (re, im) of paths p0 .. p0+3, scaled, plus the line of sight of path 0 (the same operations per path as in
+        // doppler4_avx512, so that batched and single updates give identical taps)
+        __m512d g = _mm512_mul_pd(reduce8_avx512(v), _mm512_loadu_pd(scale2 + 2 * p0));
+        if (p0 == 0)
+            g = _mm512_mask_add_pd(g, 0x3, g, _mm512_setr_pd(los.real(), los.imag(), 0, 0, 0, 0, 0, 0));
+        _mm512_storeu_pd(gains + 2 * p0, g);
+        if (taps) {
+            const __m512d t = _mm512_fmaddsub_pd(g, rr, _mm512_mul_pd(_mm512_permute_pd(g, 0x55), ri));
+            _mm256_storeu_ps(taps + 2 * p0, _mm512_cvtpd_ps(t));
+        }
+    }
+}
+
+// Four consecutive updates of a link with placement row j = path j, in one pass over its state: taps of update u
+// to taps + u·stride, gains after the fourth. Per update the operations are exactly those of doppler_avx512.
+FL_AVX512 void doppler4_avx512(double* st, int P, int MB, const double* scale2, cf64 los, cf64 rot, double* gains,
+                               float* taps, std::size_t stride) {
+    const __m512d rr = _mm512_set1_pd(rot.real()), ri = _mm512_set1_pd(rot.imag());
+    for (int p = 0; p < P; ++p) {
+        __m512d v[8];  // Σ re, Σ im of the path after update 0, 1, 2, 3
+        for (int i = 0; i < 8; ++i)
+            v[i] = _mm512_setzero_pd();
+        for (int b = 0; b < MB; ++b) {
+            double* blk = st + static_cast<std::size_t>(p * MB + b) * kDopBlock;
+            __m512d a = _mm512_load_pd(blk), c = _mm512_load_pd(blk + 8);
+            const __m512d sr = _mm512_load_pd(blk + 16), si = _mm512_load_pd(blk + 24);
+            for (int u = 0; u < 4; ++u) {
+                const __m512d na = _mm512_fmsub_pd(a, sr, _mm512_mul_pd(c, si));
+                c = _mm512_fmadd_pd(a, si, _mm512_mul_pd(c, sr));
+                a = na;
+                v[2 * u] = _mm512_add_pd(v[2 * u], a);
+                v[2 * u + 1] = _mm512_add_pd(v[2 * u + 1], c);
+            }
+            _mm512_store_pd(blk, a);
+            _mm512_store_pd(blk + 8, c);
+        }
+        __m512d g = _mm512_mul_pd(reduce8_avx512(v), _mm512_set1_pd(scale2[2 * p]));
+        if (p == 0)
+            g = _mm512_add_pd(g, _mm512_setr_pd(los.real(), los.imag(), los.real(), los.imag(), los.real(), los.imag(),
+                                                los.real(), los.imag()));
+        alignas(64) double last[8];
+        _mm512_store_pd(last, g);
+        gains[2 * p] = last[6];
+        gains[2 * p + 1] = last[7];
+        const __m256 t = _mm512_cvtpd_ps(_mm512_fmaddsub_pd(g, rr, _mm512_mul_pd(_mm512_permute_pd(g, 0x55), ri)));
+        const __m128 lo = _mm256_castps256_ps128(t), hi = _mm256_extractf128_ps(t, 1);
+        _mm_storel_pi(reinterpret_cast<__m64*>(taps + 2 * p), lo);
+        _mm_storeh_pi(reinterpret_cast<__m64*>(taps + stride + 2 * p), lo);
+        _mm_storel_pi(reinterpret_cast<__m64*>(taps + 2 * stride + 2 * p), hi);
+        _mm_storeh_pi(reinterpret_cast<__m64*>(taps + 3 * stride + 2 * p), hi);
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif  // FEDLORA_CHANNEL_X86
+
+Kernels make_kernels(const std::string& name) {
+    Kernels k;
+    k.name = "volk";
+    k.rotate = rotate_volk;
+    k.fd = fd_volk;
+    k.mp = mp_volk;
+    k.combine = combine_generic;
+    k.awgn = awgn_generic;
+    k.pn = pn_generic;
+    k.doppler = doppler_generic;
+#if FEDLORA_CHANNEL_X86
+    if (name == "avx2") {
+        k = {"avx2", rotate_avx2, fd_avx2, nullptr, mp_avx2, combine_avx2, awgn_avx2, pn_avx2, doppler_avx2};
+    } else if (name == "avx512") {
+        k = {"avx512", rotate_avx512, fd_avx512, fd_rot_avx512, mp_avx512, combine_avx512, awgn_avx512, pn_avx512,
+             doppler_avx512, doppler4_avx512};
+    }
+#else
+    (void)name;
+#endif
+    return k;
+}
+
+constexpr std::uint64_t kDopplerResync = 1024;  // exact re-evaluation of the sinusoids every 1024 updates
 
 inline cf64 cis_cycles(double cycles) {
     const double f = cycles - std::floor(cycles);
     return {std::cos(kTwoPi * f), std::sin(kTwoPi * f)};
 }
 
-constexpr std::uint64_t kDopplerResync = 1024;   // exact re-evaluation of the sinusoids every 1024 updates
-constexpr std::uint64_t kPhaseNoiseResync = 256;  // exact e^{jθ} every 256 samples
+template <class T>
+T* align64(T* p) {
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    return reinterpret_cast<T*>((a + 63) & ~static_cast<std::uintptr_t>(63));
+}
 
 }  // namespace
+
 
 // ----------------------------------------------------------------------------------------------------------------
 // Profiles and validation
@@ -535,14 +1596,15 @@ void ChannelSimConfig::validate() const {
 namespace {
 
 struct Link {                      // one (device, rx, tx) channel
-    std::vector<cf64> gain;        // current gains g_p of the (effective) paths
+    std::vector<cf64> gain;        // current gains g_p of the (effective) paths (room for P rounded up to 4)
     cf64 los{0.0, 0.0};            // line-of-sight term of path 0 (rician)
-    // Doppler sum of sinusoids, P×M each, structure of arrays so that the update loop vectorises:
-    std::vector<double> pr, pi;    // current e^{j2π(ν t + φ)}
-    std::vector<double> sr, si;    // e^{j2π ν U}
+    // Doppler sum of sinusoids: phasors and steps in blocks of 8 (kDopBlock doubles per block, see
+    // doppler_generic), 64-byte aligned at align64(dop.data()); frequencies and phases P×M
+    std::vector<double> dop;
     std::vector<double> nu;        // cycles per sample
     std::vector<double> phi;       // initial phase in cycles
-    std::vector<PackedTap> taps;   // combined FIR (what the kernel runs)
+    std::vector<float> h;          // multipath taps the kernels run, a e^{jφ} Σ_p g_p q_p at the device's mp_lags,
+                                   // interleaved (re, im) (room for a multiple of 4 taps)
 };
 
 struct Device {
@@ -554,60 +1616,115 @@ struct Device {
     // fading process with their summed power (the same distribution and Doppler spectrum, fewer sinusoids).
     std::vector<double> amp;       // sqrt(G P_p): deterministic gain ("none")
     std::vector<double> diffuse;   // amplitude of the scattered part
+    std::vector<double> dop_scale2;  // diffuse / sqrt(M) (sum of M unit sinusoids to path gain), twice per path
     double los_amp = 0.0;          // line-of-sight amplitude of path 0 ("rician")
     int n_paths = 1;
     int n_mp = 1;                  // multipath taps on the sample grid
     std::vector<double> placement;  // n_mp × n_paths (row-major by lag)
+    std::vector<int> rows;         // placement rows with a nonzero entry (the multipath's nonzero lags)
+    std::vector<int> row_ofs;      // sparse placement: entries row_ofs[j] .. row_ofs[j+1]-1 of rows[j]
+    std::vector<int> ent_path;     //   path index
+    std::vector<double> ent_w;     //   weight q_p[row]
+    int mp_shift = 0;              // lag of placement row 0: integer timing offset (+ bulk delay)
+    std::vector<MpLag> mp_lags;    // lags of the multipath taps: rows + mp_shift
+    bool identity = false;         // placement row j is exactly path j (nearest-sample placement)
     std::vector<int> lags;         // nonzero lags of the combined FIR (placement ⊛ fractional delay)
     std::vector<double> fd;        // fractional-delay filter, taps at lags fd_first + i
     int fd_first = 0;
-    std::vector<cf64> mp_buf;      // scratch: multipath taps (n_mp)
-    std::vector<cf64> full_buf;    // scratch: combined taps on every lag
+    bool frac = false;             // fractional timing offset: the signal goes through the FD filter first
+    std::vector<float> fd_taps;    // fd in single precision, zero-padded to a multiple of 8 taps
+    int hs = 0;                    // history of the CFO-rotated signal s the FD filter reads
+    int hu = 0;                    // history of the multipath input u the taps read (largest lag)
     cf64 rot{1.0, 0.0};            // a e^{jφ}
     double amp_error = 1.0;
     double phase = 0.0;
     std::size_t update = 0;        // Doppler update interval U (0: block fading)
     std::uint64_t dop_block = 0;   // update block the Doppler phasors currently describe
+    std::uint64_t next_update = 0;  // absolute sample index of the next Doppler update (update > 0)
+    std::uint64_t next_fade = 0;    // absolute sample index of the next block-fading realisation (block_length > 0)
     double cfo_cycles = 0.0;       // cfo / fs
-    std::vector<cf32> cfo_table;   // e^{j2π cfo i / fs}, i < segment_size
+    std::vector<cf32> cfo_table;   // e^{j2π cfo i / fs}, i < segment_size, at align64(cfo_table.data())
     std::uint64_t cfo_block = ~std::uint64_t{0};  // segment-size block whose base phasor is cached
-    cf32 cfo_base{1.0f, 0.0f};     // e^{j2π cfo (block · S) / fs}
-    int history = 0;               // max lag
-    std::vector<std::vector<cf32>> hist;  // per tx: history + segment
+    cf32 cfo_base{1.0f, 0.0f};     // B = e^{j2π cfo (block · S) / fs}
+    cf64 cfo_base_d{1.0, 0.0};     // B in double: advanced by cfo_step from block to block, exact every 64 blocks
+    cf64 cfo_step{1.0, 0.0};       // e^{j2π cfo S / fs}
+    cf32 hist_step{1.0f, 0.0f};    // e^{−j2π cfo S / fs}: re-expresses the histories in the next block
+    std::uint64_t hist_block = 0;  // the stored histories are s and u divided by that block's B
+    std::vector<std::vector<cf32>> s_hist, u_hist;  // per tx
     std::vector<Link> links;       // r·n_tx + t
     Rng rng;
 };
+
+// A stream of Gaussian deviates (AWGN of one server antenna, or the phase noise): generator and current block.
+struct NoiseStream {
+    Lanes16 gen{};
+    std::array<cf32, 32> buf{};
+    std::uint64_t buf_block = ~std::uint64_t{0};
+};
+
+// Values for samples pos .. pos+s-1 of a stream produced in blocks of bs aligned to the absolute sample index, so
+// that each value is a function of its sample index alone.
+template <class Gen>
+void fill_stream(NoiseStream& st, std::size_t bs, cf32* dst, std::uint64_t pos, std::size_t s, Gen&& gen) {
+    std::size_t i = 0;
+    while (i < s) {
+        const std::uint64_t n = pos + i;
+        const std::uint64_t blk = n / bs;
+        const auto off = static_cast<std::size_t>(n % bs);
+        if (off == 0 && s - i >= bs) {
+            const std::size_t cnt = (s - i) / bs;
+            gen(dst + i, cnt, blk);
+            i += cnt * bs;
+            continue;
+        }
+        if (st.buf_block != blk) {
+            gen(st.buf.data(), std::size_t{1}, blk);
+            st.buf_block = blk;
+        }
+        const std::size_t m = std::min(bs - off, s - i);
+        std::copy(st.buf.begin() + static_cast<std::ptrdiff_t>(off), st.buf.begin() + static_cast<std::ptrdiff_t>(off + m),
+                  dst + i);
+        i += m;
+    }
+}
 
 }  // namespace
 
 struct MultiUserChannel::Impl {
     ChannelSimConfig cfg;
     int K = 1, nt = 1, nr = 1, M = 16;
+    int MB = 2;                // blocks of 8 Doppler sinusoids per path
     std::size_t S = 1024;
+    std::size_t S_pad = 1024;  // S rounded up to a whole number of 8-sample vectors
+    std::size_t pad = 16;      // room for history in front of the work buffers' current region
     int bulk = 0;
-    FirKernel fir = fir_volk;
-    RotKernel rotate = rotate_generic;
-    const char* fir_name = "volk";
+    Kernels kern;
     std::vector<Device> dev;
     std::uint64_t pos = 0;
+    // work buffers (aligned current region at align64(data()) + pad)
+    std::vector<cf32> s_work;
+    std::vector<std::vector<cf32>> u_work;  // per tx
+    std::vector<std::vector<cf32>> acc_a, acc_b, nz;  // per rx
+    std::vector<cf32> pn;
+    std::vector<cf32> scratch;
+    std::vector<float> h_scratch;   // taps with the CFO block phasor folded in
+    std::vector<float> tap_table;   // batched Doppler updates: taps of 4 updates per link
+    std::size_t tap_stride = 0;     // floats per update in tap_table
     // server
-    std::vector<std::vector<cf32>> acc;  // per rx, S
-    std::vector<cf32> pn;                // phase-noise phasors of the segment
-    std::vector<cf32> scratch;           // rotation / VOLK scratch
-    std::vector<cf32> scratch2;
-    std::vector<Rng> noise_rng;          // per rx
-    Rng pn_rng;
+    std::vector<NoiseStream> noise;  // per rx
+    NoiseStream pn_stream;
     double pn_sigma = 0.0, noise_sigma = 0.0;
-    double theta = 0.0;
-    double pn_re = 1.0, pn_im = 0.0;  // e^{jθ}
+    double theta = 0.0;  // phase-noise state at the end of the last generated block
 
     explicit Impl(const ChannelSimConfig& c);
     void build_device(int k);
-    void realise(int k);
+    void realise(int k, std::uint64_t at);
     void eval_doppler(Device& d, Link& l, bool exact);
     void update_taps(Device& d, Link& l);
+    void device_event(int k, std::uint64_t at);
     void segment(const cf32* const* in, cf32* const* out, std::size_t done, std::size_t s);
-    void after_segment();
+    cf32* work(std::vector<cf32>& v) const { return align64(v.data()) + pad; }
+    cf32* buf(std::vector<cf32>& v) const { return align64(v.data()); }
 };
 
 MultiUserChannel::Impl::Impl(const ChannelSimConfig& c) : cfg(c) {
@@ -617,23 +1734,15 @@ MultiUserChannel::Impl::Impl(const ChannelSimConfig& c) : cfg(c) {
     nt = cfg.n_tx;
     nr = cfg.n_rx;
     M = cfg.doppler_sinusoids;
+    MB = (M + 7) / 8;
     S = cfg.segment_size;
+    S_pad = (S + 7) / 8 * 8;
 
     std::string kname = cfg.fir_kernel;
     if (kname == "auto") {
         kname = kernel_supported("avx512") ? "avx512" : kernel_supported("avx2") ? "avx2" : "volk";
     }
-#if FEDLORA_CHANNEL_X86
-    if (kname == "avx512") {
-        fir = fir_avx512;
-        fir_name = "avx512";
-        rotate = rotate_avx512;
-    } else if (kname == "avx2") {
-        fir = fir_avx2;
-        fir_name = "avx2";
-        rotate = rotate_avx2;
-    }
-#endif
+    kern = make_kernels(kname);
 
     bool any_fractional = false;
     for (const auto& d : cfg.devices)
@@ -645,18 +1754,34 @@ MultiUserChannel::Impl::Impl(const ChannelSimConfig& c) : cfg(c) {
     for (int k = 0; k < K; ++k)
         build_device(k);
 
-    acc.assign(static_cast<std::size_t>(nr), std::vector<cf32>(S));
-    pn.assign(S, cf32{1.0f, 0.0f});
-    scratch.assign(S, cf32{});
-    scratch2.assign(S, cf32{});
+    // Work buffers: history in front of the (64-byte aligned) current region, whole vectors of padding after it.
+    int hmax = 0;
+    std::size_t max_taps = 0;
+    for (const auto& d : dev) {
+        hmax = std::max({hmax, d.hs + 1, d.hu});
+        max_taps = std::max(max_taps, d.rows.size());
+    }
+    pad = (static_cast<std::size_t>(hmax) + 15) / 16 * 16 + 16;
+    const std::size_t wlen = 8 + pad + S_pad + 32;  // 8: alignment slack
+    s_work.assign(wlen, cf32{});
+    u_work.assign(static_cast<std::size_t>(nt), std::vector<cf32>(wlen));
+    acc_a.assign(static_cast<std::size_t>(nr), std::vector<cf32>(8 + S_pad + 32));
+    acc_b.assign(static_cast<std::size_t>(nr), std::vector<cf32>(8 + S_pad + 32));
+    nz.assign(static_cast<std::size_t>(nr), std::vector<cf32>(8 + S_pad + 32));
+    pn.assign(8 + S_pad + 32, cf32{1.0f, 0.0f});
+    scratch.assign(8 + S_pad + 32, cf32{});
+    h_scratch.assign(2 * ((max_taps + 3) / 4 * 4), 0.0f);
+    tap_stride = 2 * ((max_taps + 3) / 4 * 4);
+    tap_table.assign(4 * tap_stride * static_cast<std::size_t>(nr * nt), 0.0f);
+
     for (int r = 0; r < nr; ++r)
-        noise_rng.emplace_back(cfg.seed, 0x10000u + static_cast<std::uint64_t>(r));
-    pn_rng = Rng(cfg.seed, 0x20000u);
+        noise.push_back(NoiseStream{seed_lanes(cfg.seed, 0x10000u + static_cast<std::uint64_t>(r)), {}, ~std::uint64_t{0}});
+    pn_stream.gen = seed_lanes(cfg.seed, 0x20000u);
     pn_sigma = std::sqrt(kTwoPi * cfg.phase_noise_linewidth_hz / cfg.sample_rate);
     noise_sigma = std::sqrt(cfg.noise_variance / 2.0);
 
     for (int k = 0; k < K; ++k)
-        realise(k);
+        realise(k, 0);
 }
 
 void MultiUserChannel::Impl::build_device(int k) {
@@ -703,6 +1828,10 @@ void MultiUserChannel::Impl::build_device(int k) {
         d.diffuse[p] = std::sqrt(eff[p].diffuse);
     }
     d.los_amp = std::sqrt(d.mean_gain * paths[0].power * K_f / (K_f + 1.0));
+    const std::size_t P4 = (P + 3) / 4 * 4;
+    d.dop_scale2.assign(2 * P4, 0.0);
+    for (std::size_t p = 0; p < P; ++p)
+        d.dop_scale2[2 * p] = d.dop_scale2[2 * p + 1] = d.diffuse[p] / std::sqrt(static_cast<double>(M));
 
     // Placement of the paths on the sample grid.
     const int Ds = cfg.sinc_half_length;
@@ -722,6 +1851,25 @@ void MultiUserChannel::Impl::build_device(int k) {
             sum += windowed_sinc(l - Ds - dl, Ds + 1.0, cfg.kaiser_beta);
         for (int l = 0; l < d.n_mp; ++l)
             d.placement[static_cast<std::size_t>(l) * P + p] = windowed_sinc(l - Ds - dl, Ds + 1.0, cfg.kaiser_beta) / sum;
+    }
+    d.rows.clear();
+    d.row_ofs.assign(1, 0);
+    d.ent_path.clear();
+    d.ent_w.clear();
+    for (int l = 0; l < d.n_mp; ++l) {
+        bool nz = false;
+        for (std::size_t p = 0; p < P; ++p) {
+            const double w = d.placement[static_cast<std::size_t>(l) * P + p];
+            if (w != 0.0) {
+                nz = true;
+                d.ent_path.push_back(static_cast<int>(p));
+                d.ent_w.push_back(w);
+            }
+        }
+        if (nz) {
+            d.rows.push_back(l);
+            d.row_ofs.push_back(static_cast<int>(d.ent_path.size()));
+        }
     }
 
     // Fractional-delay filter of the timing offset (delay ε + fd bulk), taps at lags fd_first + i.
@@ -744,8 +1892,31 @@ void MultiUserChannel::Impl::build_device(int k) {
             v /= sum;
         fd_first = static_cast<int>(fl);  // fd_bulk = W - 1 is inside the filter's centre
     }
+    // The kernels run u = fd ⊛ s (fractional offsets only; otherwise u = s) and then the multipath rows at lags
+    // row + fd_first: the combined FIR fd ⊛ (multipath shifted by fd_first) in two sparse stages.
+    d.frac = mu != 0.0;
+    d.mp_shift = fd_first;
+    d.fd_taps.clear();
+    if (d.frac) {
+        d.fd_taps.assign((fd.size() + 7) / 8 * 8, 0.0f);
+        for (std::size_t i = 0; i < fd.size(); ++i)
+            d.fd_taps[i] = static_cast<float>(fd[i]);
+    }
+    d.hs = d.frac ? static_cast<int>(d.fd_taps.size()) - 1 : 0;
+    d.hu = d.rows.back() + d.mp_shift;
+    d.mp_lags.assign(d.rows.size(), MpLag{});
+    for (std::size_t j = 0; j < d.rows.size(); ++j) {
+        MpLag& t = d.mp_lags[j];
+        t.lag = d.rows[j] + d.mp_shift;
+        t.q = (t.lag + 7) / 8;
+        t.r = 8 * t.q - t.lag;
+    }
+    d.identity = d.rows.size() == P;
+    for (std::size_t j = 0; d.identity && j < d.rows.size(); ++j)
+        d.identity = d.row_ofs[j + 1] - d.row_ofs[j] == 1 && d.ent_path[static_cast<std::size_t>(d.row_ofs[j])] ==
+                     static_cast<int>(j) && d.ent_w[static_cast<std::size_t>(d.row_ofs[j])] == 1.0;
 
-    // Combined static filter, then keep the nonzero lags.
+    // Combined static filter, then keep the nonzero lags (ground truth accessors).
     const int n_full = d.n_mp + static_cast<int>(fd.size()) - 1 + fd_first;
     std::vector<double> full(static_cast<std::size_t>(n_full) * P, 0.0);
     for (int l = 0; l < d.n_mp; ++l)
@@ -761,10 +1932,8 @@ void MultiUserChannel::Impl::build_device(int k) {
         if (nz)
             d.lags.push_back(l);
     }
-    d.mp_buf.assign(static_cast<std::size_t>(d.n_mp), cf64{});
-    d.full_buf.assign(static_cast<std::size_t>(n_full), cf64{});
-    d.history = d.lags.empty() ? 0 : d.lags.back();
 
+    d.next_fade = d.cfg.block_length;  // realisations at every multiple of block_length
     // Doppler
     d.update = 0;
     if (d.fading_random && d.cfg.doppler_hz > 0.0) {
@@ -780,31 +1949,34 @@ void MultiUserChannel::Impl::build_device(int k) {
 
     // CFO table
     d.cfo_cycles = d.cfg.cfo_hz / cfg.sample_rate;
+    d.cfo_step = cis_cycles(d.cfo_cycles * static_cast<double>(S));
+    d.hist_step = cf32(static_cast<float>(d.cfo_step.real()), static_cast<float>(-d.cfo_step.imag()));
     if (d.cfg.cfo_hz != 0.0) {
-        d.cfo_table.resize(S);
+        d.cfo_table.assign(S + 8, cf32{});
+        cf32* tab = align64(d.cfo_table.data());
         for (std::size_t i = 0; i < S; ++i) {
             const cf64 v = cis_cycles(d.cfo_cycles * static_cast<double>(i));
-            d.cfo_table[i] = cf32(static_cast<float>(v.real()), static_cast<float>(v.imag()));
+            tab[i] = cf32(static_cast<float>(v.real()), static_cast<float>(v.imag()));
         }
     }
 
-    d.hist.assign(static_cast<std::size_t>(nt), std::vector<cf32>(static_cast<std::size_t>(d.history) + S));
+    d.s_hist.assign(static_cast<std::size_t>(nt), std::vector<cf32>(static_cast<std::size_t>(d.hs)));
+    d.u_hist.assign(static_cast<std::size_t>(nt), std::vector<cf32>(static_cast<std::size_t>(d.hu)));
     d.links.assign(static_cast<std::size_t>(nr * nt), Link{});
     const std::size_t PM = P * static_cast<std::size_t>(M);
     for (auto& l : d.links) {
-        l.gain.assign(P, cf64{});
-        l.taps.assign(d.lags.size(), PackedTap{});
-        for (std::size_t i = 0; i < d.lags.size(); ++i)
-            l.taps[i].lag = d.lags[i];
+        l.gain.assign(P4, cf64{});
+        l.h.assign(2 * ((d.rows.size() + 3) / 4 * 4), 0.0f);
         if (d.update) {
-            for (auto* v : {&l.pr, &l.pi, &l.sr, &l.si, &l.nu, &l.phi})
-                v->assign(PM, 0.0);
+            l.nu.assign(PM, 0.0);
+            l.phi.assign(PM, 0.0);
+            l.dop.assign(P * static_cast<std::size_t>(MB) * kDopBlock + 8, 0.0);
         }
     }
 }
 
-// New independent realisation of device k (random phase, every link's fading), effective at sample pos.
-void MultiUserChannel::Impl::realise(int k) {
+// New independent realisation of device k (random phase, every link's fading), effective at sample `at`.
+void MultiUserChannel::Impl::realise(int k, std::uint64_t at) {
     Device& d = dev[static_cast<std::size_t>(k)];
     const auto P = static_cast<std::size_t>(d.n_paths);
     d.phase = d.cfg.random_phase ? kTwoPi * d.rng.uniform() : 0.0;
@@ -824,8 +1996,9 @@ void MultiUserChannel::Impl::realise(int k) {
                     l.nu[i] = fd_norm * std::cos(alpha);
                     l.phi[i] = d.rng.uniform();
                     const cf64 st = cis_cycles(l.nu[i] * static_cast<double>(d.update));
-                    l.sr[i] = st.real();
-                    l.si[i] = st.imag();
+                    double* q = align64(l.dop.data()) + (p * static_cast<std::size_t>(MB) + static_cast<std::size_t>(m / 8)) * kDopBlock;
+                    q[16 + m % 8] = st.real();
+                    q[24 + m % 8] = st.imag();
                 }
         } else {
             for (std::size_t p = 0; p < P; ++p)
@@ -838,12 +2011,15 @@ void MultiUserChannel::Impl::realise(int k) {
                 l.gain[0] += l.los;
         }
     }
-    if (d.update)
-        d.dop_block = pos / d.update;
+    if (d.update) {
+        d.dop_block = at / d.update;
+        d.next_update = (d.dop_block + 1) * d.update;
+    }
     for (auto& l : d.links) {
         if (d.update)
             eval_doppler(d, l, true);
-        update_taps(d, l);
+        else
+            update_taps(d, l);
     }
 }
 
@@ -858,176 +2034,242 @@ void MultiUserChannel::Impl::eval_doppler(Device& d, Link& l, bool exact) {
             // fractional cycles of ν t + φ without losing precision for large t
             const double c = l.nu[i] * t;
             const cf64 v = cis_cycles((c - std::floor(c)) + l.phi[i]);
-            l.pr[i] = v.real();
-            l.pi[i] = v.imag();
-        }
-    } else {
-        double* __restrict pr = l.pr.data();
-        double* __restrict pi = l.pi.data();
-        const double* __restrict sr = l.sr.data();
-        const double* __restrict si = l.si.data();
-        for (std::size_t i = 0; i < P * Mz; ++i) {
-            const double a = pr[i], b = pi[i];
-            pr[i] = a * sr[i] - b * si[i];
-            pi[i] = a * si[i] + b * sr[i];
+            const std::size_t p = i / Mz, m = i % Mz;
+            double* q = align64(l.dop.data()) + (p * static_cast<std::size_t>(MB) + m / 8) * kDopBlock;
+            q[m % 8] = v.real();
+            q[8 + m % 8] = v.imag();
         }
     }
-    const double norm = 1.0 / std::sqrt(static_cast<double>(M));
-    for (std::size_t p = 0; p < P; ++p) {
-        double re = 0.0, im = 0.0;
-        for (std::size_t m = 0; m < Mz; ++m) {
-            re += l.pr[p * Mz + m];
-            im += l.pi[p * Mz + m];
-        }
-        l.gain[p] = cf64(re * norm * d.diffuse[p], im * norm * d.diffuse[p]);
-    }
-    if (d.rician)
-        l.gain[0] += l.los;
+    // advance the sinusoids by one update (unless evaluated exactly); gains, and the taps if row j is path j
+    kern.doppler(align64(l.dop.data()), static_cast<int>(P), MB, d.dop_scale2.data(), d.rician ? l.los : cf64{},
+                 d.rot, reinterpret_cast<double*>(l.gain.data()), d.identity ? l.h.data() : nullptr, !exact);
+    if (!d.identity)
+        update_taps(d, l);
 }
 
-// Combined FIR of a link from its path gains: c = a e^{jφ} · (d_ε ⊛ Σ_p g_p q_p).
+// Multipath taps of a link from its path gains: a e^{jφ} Σ_p g_p q_p at the nonzero rows.
 void MultiUserChannel::Impl::update_taps(Device& d, Link& l) {
+    const cf64 rg = d.rot;
+    const cf64* g = l.gain.data();
+    for (std::size_t j = 0; j < d.rows.size(); ++j) {
+        double re = 0.0, im = 0.0;
+        for (int e = d.row_ofs[j]; e < d.row_ofs[j + 1]; ++e) {
+            const double w = d.ent_w[static_cast<std::size_t>(e)];
+            const cf64 v = g[d.ent_path[static_cast<std::size_t>(e)]];
+            re += w * v.real();
+            im += w * v.imag();
+        }
+        l.h[2 * j] = static_cast<float>(re * rg.real() - im * rg.imag());
+        l.h[2 * j + 1] = static_cast<float>(re * rg.imag() + im * rg.real());
+    }
+}
+
+// Fading events of device k at sample `at` (block-fading realisations, Doppler updates).
+void MultiUserChannel::Impl::device_event(int k, std::uint64_t at) {
+    Device& d = dev[static_cast<std::size_t>(k)];
+    if (d.fading_random && d.cfg.block_length > 0 && at == d.next_fade) {
+        d.next_fade += d.cfg.block_length;
+        realise(k, at);
+    } else if (d.update && at == d.next_update) {
+        ++d.dop_block;  // = at / update
+        d.next_update += d.update;
+        const bool exact = d.dop_block % kDopplerResync == 0;
+        for (auto& l : d.links)
+            eval_doppler(d, l, exact);
+    }
+}
+
+// One segment [pos, pos + s) that does not cross a multiple of S.
+void MultiUserChannel::Impl::segment(const cf32* const* in, cf32* const* out, std::size_t done, std::size_t s) {
+    const std::uint64_t blk = pos / S;
+    const auto off = static_cast<std::size_t>(pos % S);
+    const std::size_t s8 = (s + 7) / 8 * 8;
+    for (int r = 0; r < nr; ++r) {
+        std::fill(buf(acc_a[static_cast<std::size_t>(r)]), buf(acc_a[static_cast<std::size_t>(r)]) + s8, cf32{});
+        std::fill(buf(acc_b[static_cast<std::size_t>(r)]), buf(acc_b[static_cast<std::size_t>(r)]) + s8, cf32{});
+    }
+    for (int k = 0; k < K; ++k) {
+        Device& d = dev[static_cast<std::size_t>(k)];
+        const bool cfo = d.cfg.cfo_hz != 0.0;
+        // CFO: e^{j2π Δf n/fs} = T[n mod S] · B[n div S]. The signal is stored as x·T (s and u divided by the current
+        // block's B) and B multiplies the taps; at a new block the stored histories are re-expressed in it. Every
+        // step is a function of n alone, so the result does not depend on how the stream is chunked.
+        if (cfo) {
+            if (d.cfo_block != blk) {
+                // B[blk] = B[blk − 1] e^{j2π cfo S/fs} in double (every block is visited in turn, so this is a
+                // function of blk), evaluated exactly every 64 blocks
+                if (d.cfo_block != ~std::uint64_t{0} && blk == d.cfo_block + 1 && blk % 64 != 0) {
+                    d.cfo_base_d *= d.cfo_step;
+                } else {
+                    const double c = d.cfo_cycles * static_cast<double>(pos - off);
+                    d.cfo_base_d = cis_cycles(c - std::floor(c));
+                }
+                d.cfo_block = blk;
+                d.cfo_base = cf32(static_cast<float>(d.cfo_base_d.real()), static_cast<float>(d.cfo_base_d.imag()));
+            }
+            if (d.hist_block != blk) {
+                cf32 wf = d.hist_step;
+                if (blk != d.hist_block + 1) {
+                    const double c = d.cfo_cycles * static_cast<double>(S) *
+                                     (static_cast<double>(d.hist_block) - static_cast<double>(blk));
+                    const cf64 w = cis_cycles(c - std::floor(c));
+                    wf = cf32(static_cast<float>(w.real()), static_cast<float>(w.imag()));
+                }
+                for (auto* hs : {&d.s_hist, &d.u_hist})
+                    for (auto& h : *hs)
+                        for (auto& v : h)
+                            v = cf32(v.real() * wf.real() - v.imag() * wf.imag(),
+                                     v.real() * wf.imag() + v.imag() * wf.real());
+                d.hist_block = blk;
+            }
+        }
+        for (int t = 0; t < nt; ++t) {
+            const cf32* src = in[k * nt + t];
+            cf32* uw = work(u_work[static_cast<std::size_t>(t)]);
+            auto& uh = d.u_hist[static_cast<std::size_t>(t)];
+            std::copy(uh.begin(), uh.end(), uw - d.hu);
+            cf32* dst = uw;
+            cf32* sw = work(s_work);
+            auto& sh = d.s_hist[static_cast<std::size_t>(t)];
+            if (d.frac) {
+                std::copy(sh.begin(), sh.end(), sw - d.hs);
+                dst = sw;
+            }
+            const cf32* tab = cfo ? align64(d.cfo_table.data()) + off : nullptr;
+            if (d.frac && src && kern.fd_rot &&
+                kern.fd_rot(uw, sw, src + done, tab, d.fd_taps.data(), static_cast<int>(d.fd_taps.size()), s)) {
+                std::copy(sw + s - d.hs, sw + s, sh.begin());
+            } else {
+                if (!src)
+                    std::fill(dst, dst + s, cf32{});
+                else if (!cfo)
+                    std::memcpy(dst, src + done, s * sizeof(cf32));
+                else
+                    kern.rotate(dst, src + done, tab, s);
+                if (d.frac) {
+                    std::copy(sw + s - d.hs, sw + s, sh.begin());
+                    kern.fd(uw, sw, d.fd_taps.data(), static_cast<int>(d.fd_taps.size()), s, buf(scratch));
+                }
+            }
+            std::copy(uw + s - d.hu, uw + s, uh.begin());
+        }
+        // multipath, in pieces between the device's fading events
+        std::size_t a = 0;
+        int batched = 0;  // Doppler updates already computed into tap_table, still to be applied
+        while (a < s) {
+            std::size_t b = s;
+            const bool fades = d.fading_random && d.cfg.block_length > 0;
+            if (d.update)
+                b = static_cast<std::size_t>(std::min<std::uint64_t>(b, d.next_update - pos));
+            if (fades)
+                b = static_cast<std::size_t>(std::min<std::uint64_t>(b, d.next_fade - pos));
+            for (int r = 0; r < nr; ++r) {
+                for (int t = 0; t < nt; ++t) {
+                    const Link& l = d.links[static_cast<std::size_t>(r * nt + t)];
+                    const float* h = l.h.data();
+                    const std::size_t nj = d.mp_lags.size();
+                    if (cfo) {
+                        const float br = d.cfo_base.real(), bi = d.cfo_base.imag();
+                        for (std::size_t j = 0; j < nj; ++j) {
+                            h_scratch[2 * j] = h[2 * j] * br - h[2 * j + 1] * bi;
+                            h_scratch[2 * j + 1] = h[2 * j] * bi + h[2 * j + 1] * br;
+                        }
+                        h = h_scratch.data();
+                    }
+                    kern.mp(buf(acc_a[static_cast<std::size_t>(r)]), buf(acc_b[static_cast<std::size_t>(r)]),
+                            work(u_work[static_cast<std::size_t>(t)]), d.mp_lags.data(), h, static_cast<int>(nj), a,
+                            b, buf(scratch));
+                }
+            }
+            const std::uint64_t ev = pos + b;
+            const bool doppler_event = d.update && ev == d.next_update && !(fades && ev == d.next_fade);
+            if (doppler_event && batched == 0 && kern.doppler4 && d.identity && !fades && b + 3 * d.update <= s) {
+                // this update and the next three, all inside the segment and none an exact re-evaluation
+                const std::uint64_t blk0 = d.dop_block + 1;
+                bool ok = true;
+                for (std::uint64_t j = 0; j < 4; ++j)
+                    ok &= (blk0 + j) % kDopplerResync != 0;
+                if (ok) {
+                    for (std::size_t li = 0; li < d.links.size(); ++li) {
+                        Link& l = d.links[li];
+                        kern.doppler4(align64(l.dop.data()), d.n_paths, MB, d.dop_scale2.data(),
+                                      d.rician ? l.los : cf64{}, d.rot, reinterpret_cast<double*>(l.gain.data()),
+                                      tap_table.data() + li * 4 * tap_stride, tap_stride);
+                    }
+                    batched = 4;
+                }
+            }
+            if (doppler_event && batched > 0) {
+                const std::size_t u = static_cast<std::size_t>(4 - batched);
+                for (std::size_t li = 0; li < d.links.size(); ++li)
+                    std::copy_n(tap_table.data() + (li * 4 + u) * tap_stride, 2 * d.rows.size(), d.links[li].h.data());
+                ++d.dop_block;
+                d.next_update += d.update;
+                --batched;
+            } else {
+                device_event(k, ev);
+            }
+            a = b;
+        }
+    }
+    // server: phase noise, DC, AWGN
+    const bool has_pn = pn_sigma > 0.0;
+    const bool has_noise = noise_sigma > 0.0;
+    if (has_pn)
+        fill_stream(pn_stream, 32, buf(pn), pos, s,
+                    [&](cf32* o, std::size_t nb, std::uint64_t b0) { kern.pn(pn_stream.gen, pn_sigma, theta, b0, o, nb); });
+    const cf32 dc(static_cast<float>(cfg.dc_offset.real()), static_cast<float>(cfg.dc_offset.imag()));
+    for (int r = 0; r < nr; ++r) {
+        const auto ru = static_cast<std::size_t>(r);
+        if (has_noise) {
+            NoiseStream& ns = noise[ru];
+            const auto sc = static_cast<float>(noise_sigma);
+            fill_stream(ns, 16, buf(nz[ru]), pos, s,
+                        [&](cf32* o, std::size_t nb, std::uint64_t) { kern.awgn(ns.gen, sc, o, nb); });
+        }
+        kern.combine(out[r] + done, buf(acc_a[ru]), buf(acc_b[ru]), has_pn ? buf(pn) : nullptr,
+                     has_noise ? buf(nz[ru]) : nullptr, dc, s);
+    }
+    pos += s;
+}
+
+namespace {
+
+// The combined FIR c = a e^{jφ} (d_ε ⊛ Σ_p g_p q_p) of a link at its nonzero lags, in double, rounded to float.
+void combined_fir(const Device& d, const Link& l, std::vector<cf32>& taps) {
     const auto P = static_cast<std::size_t>(d.n_paths);
     const cf64 rg = d.rot;
-    for (std::size_t m = 0; m < d.mp_buf.size(); ++m) {
+    std::vector<cf64> mp(static_cast<std::size_t>(d.n_mp));
+    for (std::size_t m = 0; m < mp.size(); ++m) {
         double re = 0.0, im = 0.0;
         const double* q = d.placement.data() + m * P;
         for (std::size_t p = 0; p < P; ++p) {
             re += q[p] * l.gain[p].real();
             im += q[p] * l.gain[p].imag();
         }
-        d.mp_buf[m] = cf64(re * rg.real() - im * rg.imag(), re * rg.imag() + im * rg.real());
+        mp[m] = cf64(re * rg.real() - im * rg.imag(), re * rg.imag() + im * rg.real());
     }
-    std::fill(d.full_buf.begin(), d.full_buf.end(), cf64{});
-    double* full = reinterpret_cast<double*>(d.full_buf.data());
+    const std::size_t n_full = mp.size() + d.fd.size() - 1 + static_cast<std::size_t>(d.fd_first);
+    std::vector<double> full(2 * n_full, 0.0);
     const std::size_t nfd = d.fd.size();
-    for (std::size_t m = 0; m < d.mp_buf.size(); ++m) {
-        const double re = d.mp_buf[m].real(), im = d.mp_buf[m].imag();
+    for (std::size_t m = 0; m < mp.size(); ++m) {
+        const double re = mp[m].real(), im = mp[m].imag();
         if (re == 0.0 && im == 0.0)
             continue;
-        double* f = full + 2 * (m + static_cast<std::size_t>(d.fd_first));
+        double* f = full.data() + 2 * (m + static_cast<std::size_t>(d.fd_first));
         for (std::size_t i = 0; i < nfd; ++i) {
             f[2 * i] += d.fd[i] * re;
             f[2 * i + 1] += d.fd[i] * im;
         }
     }
+    taps.resize(d.lags.size());
     for (std::size_t i = 0; i < d.lags.size(); ++i) {
-        const cf64 v = d.full_buf[static_cast<std::size_t>(d.lags[i])];
-        l.taps[i].re = static_cast<float>(v.real());
-        l.taps[i].im = static_cast<float>(v.imag());
-        l.taps[i].nim = -l.taps[i].im;
+        const auto l2 = 2 * static_cast<std::size_t>(d.lags[i]);
+        taps[i] = cf32(static_cast<float>(full[l2]), static_cast<float>(full[l2 + 1]));
     }
 }
 
-void MultiUserChannel::Impl::segment(const cf32* const* in, cf32* const* out, std::size_t done, std::size_t s) {
-    // 1. device inputs (CFO applied) into the histories
-    for (int k = 0; k < K; ++k) {
-        Device& d = dev[static_cast<std::size_t>(k)];
-        for (int t = 0; t < nt; ++t) {
-            cf32* dst = d.hist[static_cast<std::size_t>(t)].data() + d.history;
-            const cf32* src = in[k * nt + t];
-            if (!src) {
-                std::fill(dst, dst + s, cf32{});
-            } else if (d.cfg.cfo_hz == 0.0) {
-                std::memcpy(dst, src + done, s * sizeof(cf32));
-            } else {
-                // e^{j2π Δf n/fs} = table[n mod S] · e^{j2π Δf (n - n mod S)/fs}: a function of n alone (segments
-                // never cross a multiple of S), so the rotation does not depend on how the stream is chunked.
-                const std::size_t off = static_cast<std::size_t>(pos % S);
-                if (d.cfo_block != pos / S) {
-                    d.cfo_block = pos / S;
-                    const double c = d.cfo_cycles * static_cast<double>(pos - off);
-                    const cf64 b = cis_cycles(c - std::floor(c));
-                    d.cfo_base = cf32(static_cast<float>(b.real()), static_cast<float>(b.imag()));
-                }
-                rotate(dst, src + done, d.cfo_table.data() + off, d.cfo_base, s);
-            }
-        }
-    }
-    // 2. superposition through every link
-    for (int r = 0; r < nr; ++r) {
-        cf32* a = acc[static_cast<std::size_t>(r)].data();
-        std::fill(a, a + s, cf32{});
-        for (int k = 0; k < K; ++k) {
-            Device& d = dev[static_cast<std::size_t>(k)];
-            for (int t = 0; t < nt; ++t) {
-                const Link& l = d.links[static_cast<std::size_t>(r * nt + t)];
-                fir(a, d.hist[static_cast<std::size_t>(t)].data() + d.history, l.taps.data(),
-                    static_cast<int>(l.taps.size()), s, scratch2.data());
-            }
-        }
-    }
-    // 3. server: phase noise, DC, AWGN
-    const bool has_pn = pn_sigma > 0.0;
-    if (has_pn) {
-        Rng g = pn_rng;  // local copy: the generator state stays in registers
-        for (std::size_t i = 0; i < s; ++i) {
-            const double delta = pn_sigma * g.normal();
-            theta += delta;
-            if ((pos + i) % kPhaseNoiseResync == 0) {
-                theta = std::remainder(theta, kTwoPi);
-                pn_re = std::cos(theta);
-                pn_im = std::sin(theta);
-            } else {
-                double er, ei;
-                small_rotation(delta, er, ei);
-                const double r = pn_re * er - pn_im * ei;
-                pn_im = pn_re * ei + pn_im * er;
-                pn_re = r;
-            }
-            pn[i] = cf32(static_cast<float>(pn_re), static_cast<float>(pn_im));
-        }
-        pn_rng = g;
-    }
-    const float dcr = static_cast<float>(cfg.dc_offset.real());
-    const float dci = static_cast<float>(cfg.dc_offset.imag());
-    const bool has_noise = noise_sigma > 0.0;
-    for (int r = 0; r < nr; ++r) {
-        const cf32* a = acc[static_cast<std::size_t>(r)].data();
-        cf32* y = out[r] + done;
-        Rng g = noise_rng[static_cast<std::size_t>(r)];
-        for (std::size_t i = 0; i < s; ++i) {
-            float re = a[i].real(), im = a[i].imag();
-            if (has_pn) {
-                const float pr = pn[i].real(), pi = pn[i].imag();
-                const float tr = re * pr - im * pi;
-                im = re * pi + im * pr;
-                re = tr;
-            }
-            re += dcr;
-            im += dci;
-            if (has_noise) {
-                re += static_cast<float>(noise_sigma * g.normal());
-                im += static_cast<float>(noise_sigma * g.normal());
-            }
-            y[i] = cf32(re, im);
-        }
-        noise_rng[static_cast<std::size_t>(r)] = g;
-    }
-    // 4. keep the last `history` samples of every device stream
-    for (auto& d : dev)
-        if (d.history > 0)
-            for (auto& h : d.hist)
-                std::memmove(h.data(), h.data() + s, static_cast<std::size_t>(d.history) * sizeof(cf32));
-    pos += s;
-}
-
-// Fading events at the sample that follows a segment (block fading realisations, Doppler updates).
-void MultiUserChannel::Impl::after_segment() {
-    for (int k = 0; k < K; ++k) {
-        Device& d = dev[static_cast<std::size_t>(k)];
-        if (d.fading_random && d.cfg.block_length > 0 && pos % d.cfg.block_length == 0) {
-            realise(k);
-        } else if (d.update && pos % d.update == 0) {
-            d.dop_block = pos / d.update;
-            const bool exact = d.dop_block % kDopplerResync == 0;
-            for (auto& l : d.links) {
-                eval_doppler(d, l, exact);
-                update_taps(d, l);
-            }
-        }
-    }
-}
+}  // namespace
 
 // ----------------------------------------------------------------------------------------------------------------
 // Public interface
@@ -1044,7 +2286,7 @@ int MultiUserChannel::n_tx() const { return impl_->nt; }
 int MultiUserChannel::n_rx() const { return impl_->nr; }
 std::uint64_t MultiUserChannel::position() const { return impl_->pos; }
 int MultiUserChannel::bulk_delay() const { return impl_->bulk; }
-const char* MultiUserChannel::kernel_name() const { return impl_->fir_name; }
+const char* MultiUserChannel::kernel_name() const { return impl_->kern.name; }
 
 namespace {
 void check_index(const char* what, int v, int n) {
@@ -1075,22 +2317,16 @@ void MultiUserChannel::process(const cf32* const* in, cf32* const* out, std::siz
     auto& I = *impl_;
     std::size_t done = 0;
     while (done < n) {
-        std::size_t s = std::min(n - done, I.S - static_cast<std::size_t>(I.pos % I.S));
-        for (const auto& d : I.dev) {
-            if (d.update)
-                s = std::min<std::size_t>(s, d.update - I.pos % d.update);
-            if (d.fading_random && d.cfg.block_length > 0)
-                s = std::min<std::size_t>(s, d.cfg.block_length - I.pos % d.cfg.block_length);
-        }
+        // segments never cross a multiple of S (the CFO table's period); fading events are handled per device
+        const std::size_t s = std::min(n - done, I.S - static_cast<std::size_t>(I.pos % I.S));
         I.segment(in, out, done, s);
-        I.after_segment();
         done += s;
     }
 }
 
 void MultiUserChannel::new_realisation() {
     for (int k = 0; k < impl_->K; ++k)
-        impl_->realise(k);
+        impl_->realise(k, impl_->pos);
 }
 
 std::vector<cf32> MultiUserChannel::taps(int device, int rx, int tx) const {
@@ -1117,10 +2353,8 @@ MultiUserChannel::ImpulseResponse MultiUserChannel::impulse_response(int device,
     const Device& d = impl_->dev[static_cast<std::size_t>(device)];
     const Link& l = d.links[static_cast<std::size_t>(rx * impl_->nt + tx)];
     ImpulseResponse ir;
-    for (const auto& t : l.taps) {
-        ir.lags.push_back(t.lag);
-        ir.taps.emplace_back(t.re, t.im);
-    }
+    ir.lags = d.lags;
+    combined_fir(d, l, ir.taps);
     return ir;
 }
 
@@ -1136,15 +2370,17 @@ void MultiUserChannel::frequency_response(const Numerology& num, int device, int
     check_index("tx", tx, impl_->nt);
     const Device& d = impl_->dev[static_cast<std::size_t>(device)];
     const Link& l = d.links[static_cast<std::size_t>(rx * impl_->nt + tx)];
+    std::vector<cf32> c;
+    combined_fir(d, l, c);
     const int N = num.fft_size;
     int idx = 0;
     for (int k = -num.n_occupied / 2; k <= num.n_occupied / 2; ++k) {
         if (k == 0)
             continue;
         cf64 h{};
-        for (const auto& t : l.taps) {
-            const double ph = -kTwoPi * k * (t.lag - reference_delay) / N;
-            h += cf64(t.re, t.im) * cf64(std::cos(ph), std::sin(ph));
+        for (std::size_t i = 0; i < c.size(); ++i) {
+            const double ph = -kTwoPi * k * (d.lags[i] - reference_delay) / N;
+            h += cf64(c[i].real(), c[i].imag()) * cf64(std::cos(ph), std::sin(ph));
         }
         out[idx++] = cf32(static_cast<float>(h.real()), static_cast<float>(h.imag()));
     }
