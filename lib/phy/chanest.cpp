@@ -210,6 +210,14 @@ private:
 };
 
 
+// y += a·x, written out: Eigen's vectorised scalar-times-vector for complex<float> loads the 4-byte-aligned scalar
+// as a double (undefined behaviour that UBSan reports).
+template <typename X, typename Y>
+void axpy(cf a, const X& x, Y&& y) {
+    for (Eigen::Index i = 0; i < x.size(); ++i)
+        y(i) += a * x(i);
+}
+
 // Significant-tap estimator by orthogonal matching pursuit over the window's delays: repeatedly take the delay
 // whose column correlates best with the residual, project the LS estimate onto all delays taken so far, and stop
 // when the best remaining correlation is what noise alone would give: |f_tᴴ r|² / ‖f_t‖² ≤ κσ², κ = ln(100·L)
@@ -255,14 +263,14 @@ public:
             // Modified Gram-Schmidt against the columns taken so far, into the preallocated q_.
             q_.col(s) = ff_.col(best);
             for (Eigen::Index j = 0; j < s; ++j)
-                q_.col(s) -= (q_.col(j).adjoint() * q_.col(s)).value() * q_.col(j);
+                axpy(-(q_.col(j).adjoint() * q_.col(s)).value(), q_.col(j), q_.col(s));
             const double nrm = static_cast<double>(q_.col(s).norm());
             if (nrm < 1e-6 * std::sqrt(col_norm2_(best)))
                 continue;  // numerically inside the span already
             q_.col(s) /= static_cast<float>(nrm);
-            const auto c = (q_.col(s).adjoint() * residual_).value();
-            out_ += c * q_.col(s);
-            residual_ -= c * q_.col(s);
+            const cf c = (q_.col(s).adjoint() * residual_).value();
+            axpy(c, q_.col(s), out_);
+            axpy(-c, q_.col(s), residual_);
             ++s;
         }
         finish(out_, noise, out);
