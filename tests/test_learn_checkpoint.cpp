@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <vector>
 
+#include "support/scratch_dir.h"
 #include "fedlora/learn/aggregate.h"
 #include "fedlora/learn/checkpoint.h"
 #include "fedlora/learn/data.h"
@@ -29,24 +30,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class ScratchDir {
-public:
-    ScratchDir() {
-        std::string t = (fs::temp_directory_path() / "fedlora-ckpt-XXXXXX").string();
-        if (!::mkdtemp(t.data()))
-            throw std::runtime_error("mkdtemp failed");
-        path_ = t;
-    }
-    ~ScratchDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    std::string file(const std::string& name) const { return (path_ / name).string(); }
-    std::size_t entries() const { return static_cast<std::size_t>(std::distance(fs::directory_iterator(path_), {})); }
+using fedlora::test::ScratchDir;
 
-private:
-    fs::path path_;
-};
 
 std::string read_bytes(const std::string& p) {
     std::ifstream f(p, std::ios::binary);

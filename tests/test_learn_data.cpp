@@ -10,6 +10,7 @@
 #include <functional>
 #include <iterator>
 
+#include "support/scratch_dir.h"
 #include "fedlora/learn/data.h"
 #include "fedlora/learn/partition.h"
 
@@ -18,24 +19,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class TempDir {
-public:
-    TempDir() {
-        std::string t = (fs::temp_directory_path() / "fedlora-data-XXXXXX").string();
-        if (!::mkdtemp(t.data()))
-            throw std::runtime_error("mkdtemp failed");
-        path_ = t;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    std::string file(const std::string& name) const { return (path_ / name).string(); }
-    std::string str() const { return path_.string(); }
+using fedlora::test::ScratchDir;
 
-private:
-    fs::path path_;
-};
 
 void write_bytes(const std::string& path, const std::string& bytes) {
     std::ofstream f(path, std::ios::binary | std::ios::trunc);
@@ -147,7 +132,7 @@ TEST_F(FashionMnist, DirichletPartitionOfRealLabels) {
 TEST(FashionMnistErrors, MissingDirectoryOrFileNamesThePackage) {
     expect_error<DataError>([] { load_fashion_mnist(Split::Train, "/nonexistent/fashion-mnist"); },
                             {"/nonexistent/fashion-mnist", "apt-get install dataset-fashion-mnist"});
-    TempDir dir;
+    ScratchDir dir;
     expect_error<DataError>([&] { load_fashion_mnist(Split::Test, dir.str()); },
                             {"t10k-images-idx3-ubyte.gz", "not found", "apt-get install dataset-fashion-mnist"});
 }
@@ -155,7 +140,7 @@ TEST(FashionMnistErrors, MissingDirectoryOrFileNamesThePackage) {
 // ---- IDX validation ----------------------------------------------------------------------------------------
 
 TEST(Idx, ReadsPlainAndGzipFiles) {
-    TempDir dir;
+    ScratchDir dir;
     write_bytes(dir.file("a.idx"), idx(0x08, {2, 3}, "abcdef"));
     const auto a = read_idx_file(dir.file("a.idx"));
     EXPECT_EQ(a.type, 0x08);
@@ -167,7 +152,7 @@ TEST(Idx, ReadsPlainAndGzipFiles) {
 }
 
 TEST(Idx, CorruptFilesAreRejectedWithReasons) {
-    TempDir dir;
+    ScratchDir dir;
     const std::string px(2 * 2 * 2, '\x7f');
     struct Case {
         std::string images, labels;
@@ -230,7 +215,7 @@ TEST(Fortunes, SplitsOnPercentLines) {
 }
 
 TEST(Fortunes, DirectoryScanSkipsIndexFilesAndKeepsRawBytes) {
-    TempDir dir;
+    ScratchDir dir;
     write_bytes(dir.file("zeta"), "one\n%\ntwo\n%\n");
     write_bytes(dir.file("alpha"), std::string("caf\xe9\n%\n\xff\xfe\n", 10));
     write_bytes(dir.file("alpha.dat"), std::string(24, '\0'));
@@ -249,7 +234,7 @@ TEST(Fortunes, DirectoryScanSkipsIndexFilesAndKeepsRawBytes) {
     EXPECT_EQ(flat.texts[2], "one");
     expect_error<DataError>([&] { load_fortunes(dir.str(), {"alpha", "nope"}); },
                             {"category 'nope' not found", "available: alpha, zeta"});
-    TempDir empty;
+    ScratchDir empty;
     expect_error<DataError>([&] { load_fortunes(empty.str()); }, {"no fortune categories", "apt-get install fortunes"});
     expect_error<DataError>([] { load_fortunes("/nonexistent/fortunes"); },
                             {"/nonexistent/fortunes", "apt-get install fortunes"});

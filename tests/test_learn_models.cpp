@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "support/scratch_dir.h"
 #include "fedlora/learn/models.h"
 #include "fedlora/learn/safetensors.h"
 
@@ -27,23 +28,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class ScratchDir {
-public:
-    ScratchDir() {
-        std::string t = (fs::temp_directory_path() / "fedlora-models-XXXXXX").string();
-        if (!::mkdtemp(t.data()))
-            throw std::runtime_error("mkdtemp failed");
-        path_ = t;
-    }
-    ~ScratchDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    std::string file(const std::string& name) const { return (path_ / name).string(); }
+using fedlora::test::ScratchDir;
 
-private:
-    fs::path path_;
-};
 
 ViTConfig small_vit() {
     ViTConfig c;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "support/scratch_dir.h"
 #include "fedlora/learn/activations.h"
 #include "fedlora/learn/flops.h"
 #include "fedlora/learn/models.h"
@@ -24,26 +25,13 @@ using namespace fedlora::learn;
 
 namespace {
 
+using fedlora::test::ScratchDir;
+
 std::string read_bytes(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
-class TempDir {
-public:
-    TempDir() {
-        std::string t = (fs::temp_directory_path() / "fedlora-test-pretrain-XXXXXX").string();
-        path_ = ::mkdtemp(t.data());
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
-};
 
 // A fortunes directory with two pretext categories and one held-out category ("linux"), 40 entries each.
 void write_fortunes(const std::string& dir) {
@@ -114,12 +102,12 @@ TEST(PretrainSplit, FortunesHeldOutCategoriesNeverPretrain) {
 // ---- pretraining ------------------------------------------------------------------------------------------------------
 
 TEST(Pretrain, TextRunIsDeterministicCachedAndLoadable) {
-    TempDir tmp;
-    write_fortunes(tmp.path() + "/fortunes");
+    ScratchDir tmp;
+    write_fortunes(tmp.str() + "/fortunes");
     PretrainOptions o;
     o.task = PretrainTask::Text;
-    o.out_dir = tmp.path() + "/out";
-    o.data_dir = tmp.path() + "/fortunes";
+    o.out_dir = tmp.str() + "/out";
+    o.data_dir = tmp.str() + "/fortunes";
     o.steps = 4;
     o.batch_size = 4;
     o.threads = 1;
@@ -158,13 +146,13 @@ TEST(Pretrain, TextRunIsDeterministicCachedAndLoadable) {
 }
 
 TEST(Pretrain, UnwritableOutputAndMissingDataAreClearErrors) {
-    TempDir tmp;
-    const std::string file = tmp.path() + "/plain-file";
+    ScratchDir tmp;
+    const std::string file = tmp.str() + "/plain-file";
     std::ofstream(file) << "x";
     PretrainOptions o;
     o.task = PretrainTask::Text;
     o.out_dir = file + "/sub";
-    o.data_dir = tmp.path();
+    o.data_dir = tmp.str();
     o.steps = 1;
     try {
         pretrain(o);
@@ -172,8 +160,8 @@ TEST(Pretrain, UnwritableOutputAndMissingDataAreClearErrors) {
     } catch (const std::runtime_error& e) {
         EXPECT_NE(std::string(e.what()).find("output directory"), std::string::npos) << e.what();
     }
-    o.out_dir = tmp.path() + "/out";
-    o.data_dir = tmp.path() + "/no-such-dir";
+    o.out_dir = tmp.str() + "/out";
+    o.data_dir = tmp.str() + "/no-such-dir";
     try {
         pretrain(o);
         FAIL() << "no error for a missing fortunes directory";

@@ -14,6 +14,7 @@
 #include <iterator>
 #include <sys/stat.h>
 
+#include "support/scratch_dir.h"
 #include "fedlora/learn/safetensors.h"
 
 using namespace fedlora::learn;
@@ -21,24 +22,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class TempDir {
-public:
-    TempDir() {
-        std::string t = (fs::temp_directory_path() / "fedlora-st-XXXXXX").string();
-        if (!::mkdtemp(t.data()))
-            throw std::runtime_error("mkdtemp failed");
-        path_ = t;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    std::string file(const std::string& name) const { return (path_ / name).string(); }
-    const fs::path& path() const { return path_; }
+using fedlora::test::ScratchDir;
 
-private:
-    fs::path path_;
-};
 
 std::string read_bytes(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
@@ -147,7 +132,7 @@ TEST(Safetensors, DtypeTable) {
 }
 
 TEST(Safetensors, RoundTripEveryDtype) {
-    TempDir dir;
+    ScratchDir dir;
     const auto tensors = sample_tensors();
     const TensorMetadata meta = {{"format", "pt"}, {"rank", "8"}, {"note", "caf\xc3\xa9"}};
     const auto path = dir.file("model.safetensors");
@@ -196,7 +181,7 @@ TEST(Safetensors, RoundTripEveryDtype) {
 }
 
 TEST(Safetensors, MapWritesInNameOrderAndNoMetadataBlockWhenEmpty) {
-    TempDir dir;
+    ScratchDir dir;
     std::map<std::string, at::Tensor> m = {{"b", at::ones({2})}, {"a", at::zeros({3}, at::kLong)}};
     save_safetensors(dir.file("m.safetensors"), m);
     const auto h = read_safetensors_header(dir.file("m.safetensors"));
@@ -211,7 +196,7 @@ TEST(Safetensors, MapWritesInNameOrderAndNoMetadataBlockWhenEmpty) {
 }
 
 TEST(Safetensors, AtomicWriteReplacesAndLeavesNothingBehind) {
-    TempDir dir;
+    ScratchDir dir;
     const auto path = dir.file("ckpt.safetensors");
     save_safetensors(path, NamedTensors{{"w", at::ones({3})}});
     save_safetensors(path, NamedTensors{{"w", at::full({5}, 2.0)}});
@@ -254,7 +239,7 @@ TEST(Safetensors, WriterRejectsBadInput) {
 }
 
 TEST(Safetensors, ReadsWhatPythonWrote) {
-    TempDir dir;
+    ScratchDir dir;
     const auto file = dir.file("py.safetensors"), manifest = dir.file("py.json");
     ASSERT_EQ(run_python("write " + file + " " + manifest), 0);
     const auto m = read_json(manifest);
@@ -286,7 +271,7 @@ TEST(Safetensors, ReadsWhatPythonWrote) {
 }
 
 TEST(Safetensors, PythonReadsWhatCppWrote) {
-    TempDir dir;
+    ScratchDir dir;
     const auto file = dir.file("cpp.safetensors"), manifest = dir.file("cpp.json");
     const auto tensors = sample_tensors();
     save_safetensors(file, tensors, {{"format", "pt"}, {"written_by", "fedlora"}});
@@ -309,13 +294,13 @@ TEST(Safetensors, PythonReadsWhatCppWrote) {
 }
 
 TEST(Safetensors, MissingFileAndNotAFile) {
-    TempDir dir;
+    ScratchDir dir;
     expect_error([&] { load_safetensors(dir.file("absent.safetensors")); }, {"absent.safetensors", "not found"});
     expect_error([&] { load_safetensors(dir.path().string()); }, {"not a regular file"});
 }
 
 TEST(Safetensors, TruncationAtEveryStage) {
-    TempDir dir;
+    ScratchDir dir;
     const auto good = serialize_safetensors(sample_tensors());
     const std::uint64_t n = header_length(good);
     struct Case {
