@@ -32,7 +32,6 @@ namespace {
 
 using fedlora::test::ScratchDir;
 
-
 std::string read_bytes(const std::string& p) {
     std::ifstream f(p, std::ios::binary);
     return std::string(std::istreambuf_iterator<char>(f), {});

@@ -21,7 +21,6 @@ namespace {
 
 using fedlora::test::ScratchDir;
 
-
 void write_bytes(const std::string& path, const std::string& bytes) {
     std::ofstream f(path, std::ios::binary | std::ios::trunc);
     f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));

@@ -30,7 +30,6 @@ namespace {
 
 using fedlora::test::ScratchDir;
 
-
 ViTConfig small_vit() {
     ViTConfig c;
     c.image_size = 28;

@@ -32,7 +32,6 @@ std::string read_bytes(const std::string& path) {
     return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
-
 // A fortunes directory with two pretext categories and one held-out category ("linux"), 40 entries each.
 void write_fortunes(const std::string& dir) {
     fs::create_directories(dir);

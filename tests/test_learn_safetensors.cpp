@@ -24,7 +24,6 @@ namespace {
 
 using fedlora::test::ScratchDir;
 
-
 std::string read_bytes(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
