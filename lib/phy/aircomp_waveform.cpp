@@ -187,6 +187,27 @@ double analytic_nmse(const Plan& p, const Channels& h, const std::vector<double>
     return ref > 0.0 ? total * scale * scale / ref : 0.0;
 }
 
+// Pilots go out at P_k / N_t per antenna; the estimates are divided by that amplitude.
+std::vector<double> pilot_powers(const PowerControlConfig& pc, std::size_t n_tx) {
+    std::vector<double> p(pc.budget.size());
+    for (std::size_t k = 0; k < p.size(); ++k)
+        p[k] = pc.budget[k] / static_cast<double>(n_tx);
+    return p;
+}
+
+// Each device's mean per-carrier receive SNR over its links at pilot power, in dB.
+std::vector<double> device_snr_db(const Channels& h, const std::vector<double>& pilot_power, double noise_var) {
+    const std::size_t links = h.R * h.T * h.M;
+    std::vector<double> snr(h.K);
+    for (std::size_t k = 0; k < h.K; ++k) {
+        double g = 0.0;
+        for (std::size_t i = 0; i < links; ++i)
+            g += std::norm(h.h[k * links + i]);
+        snr[k] = 10.0 * std::log10(g / static_cast<double>(links) * pilot_power[k] / noise_var);
+    }
+    return snr;
+}
+
 // Dimensions of a round, after checking that updates, weights, codec, frame and channel agree. `what` names the
 // caller in error messages.
 struct RoundShape {
@@ -316,17 +337,8 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
     const double noise_true = channel.config().noise_variance;
     PowerControlConfig pc = cfg.power;
     pc.signal_var = symbol_powers(updates, weights, codec);
-    // Pilots go out at P_k / N_t per antenna; the estimates are divided by that amplitude.
-    std::vector<double> pilot_power(K);
-    for (std::size_t k = 0; k < K; ++k)
-        pilot_power[k] = cfg.power.budget[k] / static_cast<double>(T);
-    rep.device_snr_db.resize(K);
-    for (std::size_t k = 0; k < K; ++k) {
-        double g = 0.0;
-        for (std::size_t i = 0; i < R * T * M; ++i)
-            g += std::norm(h_true.h[k * R * T * M + i]);
-        rep.device_snr_db[k] = 10.0 * std::log10(g / static_cast<double>(R * T * M) * pilot_power[k] / noise_true);
-    }
+    const auto pilot_power = pilot_powers(cfg.power, T);
+    rep.device_snr_db = device_snr_db(h_true, pilot_power, noise_true);
     Channels h_used = h_true;
     if (cfg.perfect_csi) {
         pc.noise_var = noise_true;
@@ -426,16 +438,9 @@ WaveformReport aircomp_round_effective(const std::vector<std::vector<float>>& up
     PowerControlConfig pc = cfg.power;
     pc.signal_var = symbol_powers(updates, weights, codec);
     pc.noise_var = noise;
-    std::vector<double> pilot_power(K);
+    const auto pilot_power = pilot_powers(cfg.power, T);
     WaveformReport rep;
-    rep.device_snr_db.resize(K);
-    for (std::size_t k = 0; k < K; ++k) {
-        pilot_power[k] = cfg.power.budget[k] / static_cast<double>(T);
-        double g = 0.0;
-        for (std::size_t i = 0; i < R * T * M; ++i)
-            g += std::norm(h_true.h[k * R * T * M + i]);
-        rep.device_snr_db[k] = 10.0 * std::log10(g / static_cast<double>(R * T * M) * pilot_power[k] / noise);
-    }
+    rep.device_snr_db = device_snr_db(h_true, pilot_power, noise);
     Channels h_used = h_true;
     if (!cfg.perfect_csi) {
         const int window = (cfg.estimator.pre_delay < 0 ? num.cp_len / 8 : cfg.estimator.pre_delay) +
