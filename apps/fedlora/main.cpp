@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
 
     int exit_code = 0;
+    fedlora::app::add_sim(app, exit_code);
     fedlora::app::add_loopback(app, exit_code);
     fedlora::app::add_pretrain(app, exit_code);
     fedlora::app::add_bench(app, exit_code);

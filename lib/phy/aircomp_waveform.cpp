@@ -32,6 +32,17 @@ struct Channels {
     }
 };
 
+// Σ over links of |h_k[m]|², [k · M + m]: the per-carrier CSI a receiver reports.
+std::vector<double> link_gains(const Channels& c) {
+    std::vector<double> g(c.K * c.M, 0.0);
+    for (std::size_t k = 0; k < c.K; ++k)
+        for (std::size_t r = 0; r < c.R; ++r)
+            for (std::size_t a = 0; a < c.T; ++a)
+                for (std::size_t m = 0; m < c.M; ++m)
+                    g[k * c.M + m] += std::norm(c.at(k, r, a, m));
+    return g;
+}
+
 // What the server decides for a round, in the general (multi-stream) form. Single-stream is L = T = R = 1 with
 // precoder b_k[m] and combiner 1/√η_m.
 struct Plan {
@@ -363,6 +374,7 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
         pc.noise_var = nv;
     }
     rep.noise_var_estimated = pc.noise_var;
+    rep.csi_gain = link_gains(h_used);
     std::vector<Eigen::MatrixXcd> beamformers;
     const Plan plan = mimo ? multi_stream_plan(h_used, L, pc, cfg.mimo_iterations, nullptr, &beamformers)
                            : single_stream_plan(h_used, pc);
@@ -466,6 +478,7 @@ WaveformReport aircomp_round_effective(const std::vector<std::vector<float>>& up
         }
     }
     rep.noise_var_estimated = noise;
+    rep.csi_gain = link_gains(h_used);
     std::vector<Eigen::MatrixXcd> beamformers;
     const Plan plan = mimo ? multi_stream_plan(h_used, L, pc, cfg.mimo_iterations, nullptr, &beamformers)
                            : single_stream_plan(h_used, pc);

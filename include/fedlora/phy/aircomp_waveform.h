@@ -40,6 +40,9 @@ struct WaveformReport : AircompReport {
     double cfo_estimate = 0.0;             // common CFO, subcarrier spacings
     double mean_cpe_rad = 0.0;             // mean |common phase error| removed per payload symbol
     std::vector<double> device_snr_db_estimated;  // from the pilots (device_snr_db holds the true values)
+    // The CSI the plan used, as the receiver reports it: |ĥ_k[m]|² summed over the device's links (rx × tx
+    // antennas), row-major [k · M + m] over the M occupied carriers (the truth when perfect_csi).
+    std::vector<double> csi_gain;
     double noise_var_estimated = 0.0;
     std::size_t frame_samples = 0;         // preamble + pilots + gap + payload
     double airtime_s = 0.0;                // frame_samples / sample_rate

@@ -1,0 +1,64 @@
+// The uplink of a federated round as the experiment sees it: K selected clients each hand over one payload (the
+// shared LoRA coordinates of their update, unweighted) and the server gets back an estimate of the weighted sum
+// Σ_k p_k x_k plus what the receiver measured. One implementation per `mode`:
+//   ideal             the exact sum (double accumulation), no channel
+//   aircomp           the waveform-level AirComp round of fedlora_phy (preamble, pilots, estimation, power
+//                     control, superposition through the impaired multi-user channel, reception)
+//   aircomp-analytic  the same round on the effective-noise model (aircomp_round_effective)
+//   digital           OFDMA: each device quantises its payload to q bits (stochastic, unbiased) and gets a share
+//                     of the band; the rate follows from its SNR; the server sums the dequantised payloads
+// Every round draws a new block-fading channel from (seed, round); a client's mean SNR is its own for the whole run
+// (a seeded draw within ±snr_spread_db of channel.snr_db), so a resumed run sees the same channels.
+// No LibTorch here.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config.h"
+
+namespace fedlora::sim {
+
+struct RadioRound {
+    std::int64_t round = 0;                      // 1-based
+    std::vector<std::int64_t> clients;           // ids of the transmitting clients
+    std::vector<std::vector<float>> payloads;    // one per client, all the same length
+    std::vector<double> weights;                 // aggregation weights p_k
+    std::int64_t subcarriers = 0;                // occupied subcarriers this round (0: phy.occupied)
+    std::vector<double> shares;                  // digital: bandwidth shares β_k (empty: equal)
+};
+
+struct RadioReport {
+    bool delivered = true;          // false: the receiver found no frame (the round's aggregate is lost)
+    std::string failure;            // why, when not delivered
+    double nmse = 0.0;              // measured ‖ŝ − s‖² / ‖s‖² (NaN in ideal mode)
+    double nmse_analytic = 0.0;     // the policy's analytic NMSE (NaN where there is none)
+    double snr_db = 0.0;            // mean per-device receive SNR the server measured (dB; NaN in ideal mode)
+    std::vector<double> device_snr_db;       // per transmitting client, as measured
+    std::vector<double> device_gain;         // per client: mean |h|² over the occupied carriers (measured CSI)
+    double noise_var = 0.0;                  // measured noise variance per subcarrier
+    std::int64_t subcarriers = 0;
+    std::uint64_t channel_uses = 0;  // resource elements the round occupies (OFDM symbols × occupied carriers)
+    std::uint64_t ofdm_symbols = 0;
+    double airtime_s = 0.0;
+    double truncated_fraction = 0.0;
+};
+
+class Radio {
+public:
+    virtual ~Radio() = default;
+    virtual std::string mode() const = 0;
+    // Fills `estimate` (payload length) with the estimate of Σ p_k x_k. A payload holding a NaN or an infinity is
+    // rejected before anything is sent (std::invalid_argument naming the client).
+    virtual RadioReport aggregate(const RadioRound& round, std::vector<float>& estimate) = 0;
+};
+
+// The radio of cfg.mode. Throws ConfigError for a physical layer the configuration cannot build (naming the key).
+std::unique_ptr<Radio> make_radio(const SimConfig& cfg);
+
+// The mean receive SNR (dB) of a client for the whole run: channel.snr_db + U(−spread, spread) from (seed, client).
+double client_mean_snr_db(const SimConfig& cfg, std::int64_t client);
+
+}  // namespace fedlora::sim
