@@ -19,6 +19,7 @@ packages=(
   libzmq3-dev cppzmq-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
   # tests, benchmarks, Python bindings
   libgtest-dev libbenchmark-dev pybind11-dev python3-dev
+  python3-matplotlib  # plots of fedlora report
   # data shipped by Debian
   dataset-fashion-mnist fortunes
 )

@@ -11,6 +11,7 @@ void add_devices(CLI::App& app, int& exit_code);
 void add_loopback(CLI::App& app, int& exit_code);
 void add_pretrain(CLI::App& app, int& exit_code);
 void add_sim(CLI::App& app, int& exit_code);
+void add_report(CLI::App& app, int& exit_code);
 // `bench train`, registered under the `bench` subcommand by add_bench.
 void add_bench_train(CLI::App& bench, int& exit_code);
 

@@ -25,6 +25,8 @@ public:
 
     // Drift-plus-penalty objective of a candidate decision with the given penalty and value.
     double objective(double v_weight, double penalty, double value) const { return v_weight * penalty + z_ * value; }
+    // The backlog push(value) would leave, without pushing: max(Z + value − budget, 0).
+    double after(double value) const { return z_ + value - budget_ > 0.0 ? z_ + value - budget_ : 0.0; }
 
     // For checkpoint/resume.
     void restore(double backlog, std::size_t updates, double sum);
