@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   # toolchain
-  g++ make cmake pkg-config ccache binutils
+  g++ make cmake pkg-config ccache binutils clang libclang-rt-14-dev  # clang: the wire fuzzer (tests/fuzz_test.sh)
   # radio side
   gnuradio gnuradio-dev libuhd-dev uhd-host libfftw3-dev libvolk2-dev libeigen3-dev
   # learning side: LibTorch plus a fast BLAS (without libopenblas0-pthread matmul is ~30x slower)

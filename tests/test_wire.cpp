@@ -2,9 +2,11 @@
 // and a framed message across ZeroMQ on 127.0.0.1.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -233,4 +235,79 @@ TEST(Wire, MalformedFrameOverZeroMqThrowsAndSocketStaysUsable) {
     ASSERT_TRUE(m.has_value());
     EXPECT_EQ(m->round, 17u);
     EXPECT_FALSE(receive(a, std::chrono::milliseconds(10)).has_value());
+}
+
+// Found by the fuzzer (fuzz/regressions/n-tensors-beyond-body): with the limits lifted, a 56-byte frame declaring
+// 2^25 tensors made the decoder reserve a table of 2^25 entries before reading any. The count must fit in the body.
+TEST(Wire, TensorCountBeyondTheBodyIsRejectedWhateverTheLimits) {
+    Limits none;
+    none.max_message_bytes = SIZE_MAX;
+    none.max_tensors = SIZE_MAX;
+    none.max_name_len = SIZE_MAX;
+    none.max_ndim = SIZE_MAX;
+    Message m;
+    m.tensors.push_back(make_f32("x", {1.0f}));
+    auto b = encode(m);
+    const std::uint32_t huge = 1u << 25;
+    std::memcpy(b.data() + 32, &huge, 4);
+    const auto c = crc32(b.data(), kHeaderSize - 4);
+    std::memcpy(b.data() + kHeaderSize - 4, &c, 4);
+    const auto body_len = b.size() - kHeaderSize - kTrailerSize;
+    try {
+        decode(b, none);
+        FAIL() << "accepted";
+    } catch (const WireError& e) {
+        EXPECT_NE(std::string(e.what()).find("n_tensors 33554432 cannot fit in a body of " +
+                                             std::to_string(body_len) + " bytes"),
+                  std::string::npos)
+            << e.what();
+    }
+    // The fuzzer's input itself, byte for byte.
+    const std::string path = std::string(FEDLORA_TESTS_DIR) + "/../fuzz/regressions/n-tensors-beyond-body";
+    std::ifstream in(path, std::ios::binary);
+    ASSERT_TRUE(in) << path;
+    const std::vector<std::uint8_t> found((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_THROW(decode(found, none), WireError);
+}
+
+TEST(Wire, ShapesAreBoundedByTheBodyWhateverTheLimits) {
+    Limits none;
+    none.max_message_bytes = SIZE_MAX;
+    none.max_tensors = SIZE_MAX;
+    // 2^62 f32 elements are 2^64 bytes, which a 64-bit product wraps to 0: the shape must be refused, not read
+    // as a tensor without data.
+    Message m;
+    Tensor t;
+    t.name = "w";
+    t.dtype = DType::F32;
+    t.shape = {0};
+    m.tensors.push_back(t);
+    auto b = encode(m);
+    const std::size_t dim_at = kHeaderSize + 2 + 1 + 2;
+    const std::uint64_t big = 1ull << 62;
+    std::memcpy(b.data() + dim_at, &big, 8);
+    const std::size_t body_len = b.size() - kHeaderSize - kTrailerSize;
+    const auto c = crc32(b.data() + kHeaderSize, body_len);
+    std::memcpy(b.data() + b.size() - 4, &c, 4);
+    try {
+        decode(b, none);
+        FAIL() << "accepted";
+    } catch (const WireError& e) {
+        EXPECT_NE(std::string(e.what()).find("tensor 0 ('w'): dimension 0 = 4611686018427387904 makes the shape "
+                                             "larger than the 13-byte body"),
+                  std::string::npos)
+            << e.what();
+    }
+    // A zero dimension makes an empty tensor whatever the other dimensions, in either order.
+    for (const auto& shape : {std::vector<std::uint64_t>{1ull << 40, 0}, std::vector<std::uint64_t>{0, 1ull << 40}}) {
+        Message e;
+        Tensor z;
+        z.name = "empty";
+        z.shape = shape;
+        e.tensors.push_back(z);
+        const auto d = decode(encode(e));
+        ASSERT_EQ(d.tensors.size(), 1u);
+        EXPECT_EQ(d.tensors[0].shape, shape);
+        EXPECT_TRUE(d.tensors[0].data.empty());
+    }
 }

@@ -8,9 +8,12 @@ namespace fedlora::app {
 
 void add_bench(CLI::App& app, int& exit_code);
 void add_devices(CLI::App& app, int& exit_code);
+void add_keys(CLI::App& app, int& exit_code);
 void add_loopback(CLI::App& app, int& exit_code);
 void add_pretrain(CLI::App& app, int& exit_code);
 void add_sim(CLI::App& app, int& exit_code);
+// `server` and `client`.
+void add_federation(CLI::App& app, int& exit_code);
 void add_report(CLI::App& app, int& exit_code);
 // `bench train`, registered under the `bench` subcommand by add_bench.
 void add_bench_train(CLI::App& bench, int& exit_code);

@@ -22,10 +22,12 @@ int main(int argc, char** argv) {
 
     int exit_code = 0;
     fedlora::app::add_sim(app, exit_code);
+    fedlora::app::add_federation(app, exit_code);
     fedlora::app::add_loopback(app, exit_code);
     fedlora::app::add_pretrain(app, exit_code);
     fedlora::app::add_bench(app, exit_code);
     fedlora::app::add_devices(app, exit_code);
+    fedlora::app::add_keys(app, exit_code);
     fedlora::app::add_report(app, exit_code);
 
     auto logger = spdlog::stderr_color_mt("fedlora");

@@ -1,6 +1,7 @@
 #include "fft_plan.h"
 
 #include <algorithm>
+#include <atomic>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -12,13 +13,21 @@ std::mutex& fftw_planner_mutex() {
     return m;
 }
 
+namespace {
+std::atomic<FftPlanning> g_planning{FftPlanning::Measure};
+}
+
+void set_fft_planning(FftPlanning planning) { g_planning.store(planning); }
+FftPlanning fft_planning() { return g_planning.load(); }
+unsigned fftw_planner_flags() { return fft_planning() == FftPlanning::Estimate ? FFTW_ESTIMATE : FFTW_MEASURE; }
+
 FftPlan::FftPlan(int n, int sign) : n_(n) {
     std::lock_guard<std::mutex> lock(fftw_planner_mutex());
     buf_ = reinterpret_cast<std::complex<float>*>(fftwf_malloc(sizeof(std::complex<float>) * static_cast<std::size_t>(n)));
     if (!buf_)
         throw std::bad_alloc();
     auto* b = reinterpret_cast<fftwf_complex*>(buf_);
-    plan_ = fftwf_plan_dft_1d(n, b, b, sign, FFTW_MEASURE);
+    plan_ = fftwf_plan_dft_1d(n, b, b, sign, fftw_planner_flags());
     if (!plan_) {
         fftwf_free(buf_);
         throw std::runtime_error("FFTW could not plan a size-" + std::to_string(n) + " transform");

@@ -7,13 +7,17 @@
 
 #include <fftw3.h>
 
+#include "fedlora/phy/fft.h"
+
 namespace fedlora::phy {
 
 // Every fftwf_plan_* and fftwf_destroy_plan call in the library happens under this lock.
 std::mutex& fftw_planner_mutex();
+// FFTW_MEASURE or FFTW_ESTIMATE, as set_fft_planning (fedlora/phy/fft.h) chose.
+unsigned fftw_planner_flags();
 
 // One in-place complex FFT of fixed size with a 64-byte aligned work buffer (fftwf_malloc), planned with
-// FFTW_MEASURE. sign: FFTW_FORWARD (e^{-j...}) or FFTW_BACKWARD (e^{+j...}); neither is normalised.
+// fftw_planner_flags(). sign: FFTW_FORWARD (e^{-j...}) or FFTW_BACKWARD (e^{+j...}); neither is normalised.
 class FftPlan {
 public:
     FftPlan(int n, int sign);

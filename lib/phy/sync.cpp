@@ -594,8 +594,8 @@ public:
             if (buf_) {
                 auto* b = reinterpret_cast<fftwf_complex*>(buf_);
                 const int n = static_cast<int>(n_);
-                fwd_ = fftwf_plan_dft_1d(n, b, b, FFTW_FORWARD, FFTW_MEASURE);
-                inv_ = fftwf_plan_dft_1d(n, b, b, FFTW_BACKWARD, FFTW_MEASURE);
+                fwd_ = fftwf_plan_dft_1d(n, b, b, FFTW_FORWARD, fftw_planner_flags());
+                inv_ = fftwf_plan_dft_1d(n, b, b, FFTW_BACKWARD, fftw_planner_flags());
             }
         }
         if (!buf_ || !fwd_ || !inv_) {

@@ -74,6 +74,8 @@ private:
 
 bool valid_dtype(std::uint8_t d) { return d >= 1 && d <= 6; }
 
+constexpr std::uint64_t kMinTableEntry = 2 + 1 + 1;  // name_len, dtype, ndim: a scalar with an empty name
+
 }  // namespace
 
 std::uint32_t crc32(const std::uint8_t* data, std::size_t size, std::uint32_t crc) {
@@ -238,6 +240,12 @@ Message decode(const std::uint8_t* data, std::size_t size, const Limits& limits)
     if (n_tensors > limits.max_tensors)
         throw WireError("n_tensors " + std::to_string(n_tensors) + " exceeds the limit of " +
                         std::to_string(limits.max_tensors));
+    // Whatever the limits, the table cannot hold more entries than the body has room for: this bounds the
+    // allocation below by the bytes received.
+    if (n_tensors > body_len / kMinTableEntry)
+        throw WireError("n_tensors " + std::to_string(n_tensors) + " cannot fit in a body of " +
+                        std::to_string(body_len) + " bytes (a table entry takes at least " +
+                        std::to_string(kMinTableEntry) + ")");
 
     // Pass 1: parse the table and check every size, without allocating tensor storage.
     struct Entry {
@@ -249,7 +257,7 @@ Message decode(const std::uint8_t* data, std::size_t size, const Limits& limits)
     };
     Reader br(body, body_len);
     std::vector<Entry> entries;
-    entries.reserve(n_tensors);  // bounded by max_tensors
+    entries.reserve(n_tensors);  // bounded by max_tensors and by the body size, both checked above
     std::uint64_t total = 0;
     for (std::uint32_t i = 0; i < n_tensors; ++i) {
         Entry e;
@@ -266,13 +274,21 @@ Message decode(const std::uint8_t* data, std::size_t size, const Limits& limits)
         if (ndim > limits.max_ndim)
             throw WireError("tensor " + std::to_string(i) + ": ndim " + std::to_string(ndim) +
                             " exceeds the limit of " + std::to_string(limits.max_ndim));
-        std::uint64_t numel = 1;
+        bool empty = false;
         for (std::uint8_t k = 0; k < ndim; ++k) {
-            const auto d = br.get<std::uint64_t>("dim");
-            if (d != 0 && numel > limits.max_message_bytes / d)
-                throw WireError("tensor " + std::to_string(i) + ": shape overflows the message size limit");
+            e.shape.push_back(br.get<std::uint64_t>("dim"));
+            empty = empty || e.shape.back() == 0;
+        }
+        // A zero dimension makes a tensor without data, whatever the others. Otherwise the element count stays at
+        // most body_len, so numel * dtype_size below cannot wrap around.
+        std::uint64_t numel = empty ? 0 : 1;
+        for (std::size_t k = 0; k < e.shape.size() && !empty; ++k) {
+            const auto d = e.shape[k];
+            if (numel > body_len / d)
+                throw WireError("tensor " + std::to_string(i) + " ('" + std::string(e.name, e.name_len) +
+                                "'): dimension " + std::to_string(k) + " = " + std::to_string(d) +
+                                " makes the shape larger than the " + std::to_string(body_len) + "-byte body");
             numel *= d;
-            e.shape.push_back(d);
         }
         e.nbytes = numel * dtype_size(e.dtype);
         if (e.nbytes > body_len || total + e.nbytes > body_len)

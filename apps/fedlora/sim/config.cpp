@@ -157,6 +157,26 @@ const std::vector<Field>& fields() {
         {"device.power", Kind::Real, "transmit power budget per subcarrier (linear, all antennas)", 1e-9, 1e9, {},
          field_ref(&SimConfig::device, &SimConfig::Device::power)},
 
+        {"controller.name", Kind::Text,
+         "fixed (soft.rho and phy.occupied every round) or tsfa (sparsity and bandwidth per round by Lyapunov "
+         "drift-plus-penalty from the measured CSI)",
+         -kInf, kInf, {"fixed", "tsfa"}, field_ref(&SimConfig::controller, &SimConfig::Controller::name)},
+        {"controller.v", Kind::Real, "TSFA penalty weight V, s^2 (larger: less error, more latency)", 1e-12, 1e12, {},
+         field_ref(&SimConfig::controller, &SimConfig::Controller::v)},
+        {"controller.latency_budget_s", Kind::Real, "TSFA latency budget: long-term average seconds per round",
+         1e-9, 1e9, {}, field_ref(&SimConfig::controller, &SimConfig::Controller::latency_budget_s)},
+        {"controller.rho_grid", Kind::List, "TSFA candidate sparsity ratios in (0, 1] (empty: 1/r, 2/r, ..., 1)",
+         -kInf, kInf, {}, field_ref(&SimConfig::controller, &SimConfig::Controller::rho_grid)},
+        {"controller.g_th", Kind::Real, "truncation threshold of TSFA's AirComp error model (relative to mean gain)",
+         1e-9, 100, {}, field_ref(&SimConfig::controller, &SimConfig::Controller::g_th)},
+
+        {"server.round_deadline_s", Kind::Real, "fedlora server: seconds a round waits for the clients' updates",
+         1e-3, 1e7, {}, field_ref(&SimConfig::server, &SimConfig::Server::round_deadline_s)},
+        {"server.join_timeout_s", Kind::Real, "fedlora server: seconds to wait for all clients to join", 1e-3, 1e7,
+         {}, field_ref(&SimConfig::server, &SimConfig::Server::join_timeout_s)},
+        {"server.heartbeat_s", Kind::Real, "heartbeat period, s (silent for 5 periods: gone)", 1e-3, 3600, {},
+         field_ref(&SimConfig::server, &SimConfig::Server::heartbeat_s)},
+
         {"eval.every", Kind::Int, "evaluate every N rounds (the last round always)", 1, 1e6, {},
          field_ref(&SimConfig::eval, &SimConfig::Eval::every)},
         {"eval.batch", Kind::Int, "evaluation batch size", 1, 65536, {}, field_ref(&SimConfig::eval, &SimConfig::Eval::batch)},
@@ -366,6 +386,18 @@ void load_node(SimConfig& cfg, const YAML::Node& node, const std::string& prefix
 
 }  // namespace
 
+std::vector<double> SimConfig::rho_grid() const {
+    std::vector<double> g;
+    for (const auto& t : controller.rho_grid) {
+        char* end = nullptr;
+        const double v = std::strtod(t.c_str(), &end);
+        if (*end || !(v > 0.0 && v <= 1.0))
+            throw ConfigError("config key 'controller.rho_grid': '" + t + "' is not a ratio in (0, 1]");
+        g.push_back(v);
+    }
+    return g;
+}
+
 std::vector<std::string> SimConfig::lora_targets() const {
     if (!lora.targets.empty())
         return lora.targets;
@@ -399,6 +431,12 @@ void SimConfig::validate() const {
     if (phy.streams == 0 && (phy.tx != 1 || phy.rx != 1))
         throw ConfigError("config key 'phy.streams': single-stream AirComp (0) needs phy.tx = phy.rx = 1; set "
                           "phy.streams >= 1 for multi-antenna operation");
+    (void)rho_grid();
+    if (controller.name == "tsfa" && phy.streams > 0)
+        throw ConfigError("config key 'controller.name': tsfa models single-stream AirComp (phy.streams = 0)");
+    if (controller.name == "tsfa" && mode == "ideal")
+        throw ConfigError("config key 'controller.name': tsfa needs a channel (mode aircomp, aircomp-analytic or "
+                          "digital), not mode ideal");
     if (aggregation == "fedsa" && soft.rho < 1.0 && soft.support == "top")
         throw ConfigError("config key 'soft.support': 'top' ranks components by the global adapter, which fedsa "
                           "does not have (B stays local); use soft.support=seeded with fedsa");

@@ -103,6 +103,20 @@ struct SimConfig {
         double power = 1.0;    // transmit budget per subcarrier
     } device;
 
+    struct Controller {
+        std::string name = "fixed";         // fixed | tsfa
+        double v = 1.0;                     // TSFA penalty weight V (s²)
+        double latency_budget_s = 1.0;      // T̄: long-term average latency per round
+        std::vector<std::string> rho_grid;  // candidate ρ (empty: 1/r, 2/r, ..., 1)
+        double g_th = 0.1;                  // truncation threshold of the controller's AirComp model
+    } controller;
+
+    struct Server {
+        double round_deadline_s = 120.0;  // clients that have not answered by then are left out of the round
+        double join_timeout_s = 300.0;    // how long the server waits for the clients to join
+        double heartbeat_s = 1.0;         // heartbeat period; a client silent for 5 periods counts as gone
+    } server;
+
     struct Eval {
         std::int64_t every = 1;
         std::int64_t batch = 500;
@@ -112,6 +126,8 @@ struct SimConfig {
         std::int64_t every = 1;
     } checkpoint;
 
+    // controller.rho_grid as numbers.
+    std::vector<double> rho_grid() const;
     // The LoRA targets in force (lora.targets or the task's default).
     std::vector<std::string> lora_targets() const;
     // Checks every value and the combinations (e.g. clients_per_round <= clients); throws ConfigError naming the key.

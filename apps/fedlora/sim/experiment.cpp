@@ -1,4 +1,5 @@
 #include "experiment.h"
+#include "workspace.h"
 
 #include <torch/torch.h>
 
@@ -30,6 +31,10 @@
 #include "fedlora/learn/pretrain.h"
 #include "fedlora/learn/soft.h"
 #include "fedlora/learn/train.h"
+#include "fedlora/control/tsfa.h"
+#include "fedlora/phy/digital.h"
+#include "fedlora/phy/frame.h"
+#include "fedlora/phy/numerology.h"
 #include "radio.h"
 
 namespace fs = std::filesystem;
@@ -39,9 +44,8 @@ namespace fedlora::sim {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr std::uint64_t kTagSelect = 0x53454c;   // "SEL"
-constexpr std::uint64_t kTagLoraInit = 0x4c494e;  // "LIN"
-constexpr std::uint64_t kTagPartition = 0x505254;  // "PRT"
+constexpr std::uint64_t kTagSelect = 0x53454c;  // "SEL"
+constexpr double kReceiverNoiseVar = 1e-3;     // the simulated receiver's noise per sample (radio.cpp)
 
 double db(double x) { return std::isfinite(x) && x > 0.0 ? 10.0 * std::log10(x) : (x == 0.0 ? -300.0 : kNaN); }
 
@@ -53,24 +57,6 @@ std::string num(double v, int precision = 6) {
     return buf;
 }
 
-// Evenly spaced subset of 0..n-1 of size k (all when k == 0 or k >= n).
-std::vector<std::int64_t> spaced(std::int64_t n, std::int64_t k) {
-    std::vector<std::int64_t> idx;
-    if (k == 0 || k >= n) {
-        idx.resize(static_cast<std::size_t>(n));
-        for (std::int64_t i = 0; i < n; ++i)
-            idx[static_cast<std::size_t>(i)] = i;
-        return idx;
-    }
-    for (std::int64_t i = 0; i < k; ++i)
-        idx.push_back(i * n / k);
-    return idx;
-}
-
-at::Tensor index_tensor(const std::vector<std::int64_t>& idx) {
-    return torch::tensor(std::vector<int64_t>(idx.begin(), idx.end()), torch::kLong);
-}
-
 // Uniform integer in [0, n) from the engine without modulo bias (std distributions are not bit-exact portable).
 std::uint64_t uniform_index(std::mt19937_64& rng, std::uint64_t n) {
     const std::uint64_t limit = std::numeric_limits<std::uint64_t>::max() - std::numeric_limits<std::uint64_t>::max() % n;
@@ -79,139 +65,6 @@ std::uint64_t uniform_index(std::mt19937_64& rng, std::uint64_t n) {
         x = rng();
     while (x >= limit);
     return x % n;
-}
-
-// ---- the learning task: model, data, partition ------------------------------------------------------------
-
-struct Task {
-    bool vision = true;
-    std::shared_ptr<learn::TransformerModelImpl> model;
-    std::shared_ptr<learn::ViTImpl> vit;
-    std::shared_ptr<learn::GptImpl> gpt;
-    learn::TaskData pool;  // the fine-tuning pool the clients share out
-    learn::TaskData test;
-    std::vector<std::int64_t> pool_labels;  // class (vision) or category (text) per pool example
-    std::string base_path;
-    double step_flops = 0.0;  // one local training step, analytic
-};
-
-Task make_task(const SimConfig& cfg) {
-    Task t;
-    t.vision = cfg.task == "vision";
-    const int threads = static_cast<int>(cfg.train.threads);
-    if (threads > 0)
-        torch::set_num_threads(threads);
-
-    // The frozen base: a given file, or the cached pretraining result (trained now if absent).
-    if (!cfg.pretrain.path.empty()) {
-        if (!fs::exists(cfg.pretrain.path))
-            throw std::runtime_error("config key 'pretrain.path': base model file '" + cfg.pretrain.path +
-                                     "' does not exist");
-        t.base_path = cfg.pretrain.path;
-    } else {
-        learn::PretrainOptions po;
-        po.task = t.vision ? learn::PretrainTask::Vision : learn::PretrainTask::Text;
-        po.out_dir = cfg.pretrain.dir;
-        po.data_dir = cfg.data.dir;
-        po.seed = cfg.pretrain.seed;
-        po.threads = threads;
-        po.steps = cfg.pretrain.steps;
-        const auto r = learn::pretrain(po);
-        spdlog::info("base model: {} ({})", r.path, r.reused ? "cached" : "pretrained now");
-        t.base_path = r.path;
-    }
-
-    learn::LoraConfig lc;
-    lc.rank = cfg.lora.rank;
-    lc.alpha = cfg.lora.alpha;
-    lc.dropout = cfg.lora.dropout;
-    // The adapters' initial A is drawn from LibTorch's generator: seed it from the run's seed, then restore it.
-    const auto saved_rng = learn::torch_rng_state();
-    torch::manual_seed(learn::mix_seed(cfg.seed, kTagLoraInit));
-    if (t.vision) {
-        t.vit = learn::ViT(learn::pretrain_vit_config()).ptr();
-        t.vit->load_base(t.base_path);
-        t.model = t.vit;
-    } else {
-        t.gpt = learn::Gpt(learn::pretrain_gpt_config()).ptr();
-        t.gpt->load_base(t.base_path);
-        t.model = t.gpt;
-    }
-    t.model->inject_lora(cfg.lora_targets(), lc);
-    learn::set_torch_rng_state(saved_rng);
-
-    if (t.vision) {
-        const std::string dir = cfg.data.dir.empty() ? learn::kFashionMnistDir : cfg.data.dir;
-        const auto train = learn::load_fashion_mnist(learn::Split::Train, dir);
-        const auto test = learn::load_fashion_mnist(learn::Split::Test, dir);
-        auto pool_idx = learn::vision_finetune_indices(train.size());
-        const auto keep = spaced(static_cast<std::int64_t>(pool_idx.size()), cfg.data.train_examples);
-        std::vector<std::int64_t> chosen;
-        for (const auto i : keep)
-            chosen.push_back(pool_idx[static_cast<std::size_t>(i)]);
-        const auto ti = index_tensor(chosen);
-        t.pool = learn::TaskData{train.images.index_select(0, ti), train.labels.index_select(0, ti)};
-        const auto all_labels = train.label_vector();
-        for (const auto i : chosen)
-            t.pool_labels.push_back(all_labels[static_cast<std::size_t>(i)]);
-        const auto te = index_tensor(spaced(test.size(), cfg.data.test_examples));
-        t.test = learn::TaskData{test.images.index_select(0, te), test.labels.index_select(0, te)};
-        t.step_flops = learn::lora_step_flops(*t.vit, cfg.train.batch).total();
-    } else {
-        if (cfg.data.block > t.gpt->config().context)
-            throw ConfigError("config key 'data.block': " + std::to_string(cfg.data.block) +
-                              " bytes exceed the GPT's context of " + std::to_string(t.gpt->config().context));
-        const std::string dir = cfg.data.dir.empty() ? learn::kFortunesDir : cfg.data.dir;
-        const auto split = learn::fortunes_pretrain_split(learn::load_fortunes(dir));
-        const auto& ft = split.finetune_train;
-        // Blocks per held-out category, so every example keeps its category (the natural non-IID label).
-        std::vector<at::Tensor> blocks;
-        std::vector<std::int64_t> labels;
-        for (std::size_t c = 0; c < ft.names.size(); ++c) {
-            std::vector<std::string> texts;
-            for (std::size_t i = 0; i < ft.texts.size(); ++i)
-                if (ft.labels[i] == static_cast<std::int64_t>(c))
-                    texts.push_back(ft.texts[i]);
-            if (texts.empty())
-                continue;
-            const auto td = learn::TaskData::from_texts(texts, cfg.data.block);
-            if (td.size() == 0)
-                continue;
-            blocks.push_back(td.inputs);
-            labels.insert(labels.end(), static_cast<std::size_t>(td.size()), static_cast<std::int64_t>(c));
-        }
-        if (blocks.empty())
-            throw std::runtime_error("text task: the fortunes corpus in '" + dir +
-                                     "' has none of the held-out categories (apt-get install fortunes)");
-        const auto all = torch::cat(blocks, 0);
-        const auto keep = spaced(all.size(0), cfg.data.train_examples);
-        t.pool = learn::TaskData{all.index_select(0, index_tensor(keep)), at::Tensor()};
-        for (const auto i : keep)
-            t.pool_labels.push_back(labels[static_cast<std::size_t>(i)]);
-        const auto test = learn::TaskData::from_texts(split.finetune_test.texts, cfg.data.block);
-        t.test = learn::TaskData{test.inputs.index_select(0, index_tensor(spaced(test.size(), cfg.data.test_examples))),
-                                 at::Tensor()};
-        t.step_flops = learn::lora_step_flops(*t.gpt, cfg.train.batch, cfg.data.block).total();
-    }
-    return t;
-}
-
-learn::Partition make_partition(const SimConfig& cfg, const Task& t) {
-    const auto n = static_cast<std::int64_t>(t.pool_labels.size());
-    if (n < cfg.clients)
-        throw ConfigError("config key 'clients': " + std::to_string(cfg.clients) + " clients but only " +
-                          std::to_string(n) + " fine-tuning examples");
-    const auto seed = learn::mix_seed(cfg.seed, kTagPartition);
-    if (cfg.data.partition == "iid")
-        return learn::partition_iid(n, cfg.clients, seed);
-    if (cfg.data.partition == "category")
-        return learn::partition_by_category(t.pool_labels, cfg.clients, seed, true);
-    learn::DirichletOptions o;
-    o.alpha = cfg.data.alpha;
-    o.min_size = std::min<std::int64_t>(cfg.data.min_size, n / cfg.clients);
-    o.seed = seed;
-    o.max_attempts = 100;
-    return learn::partition_dirichlet(t.pool_labels, cfg.clients, o);
 }
 
 // ---- run folder -------------------------------------------------------------------------------------------
@@ -252,11 +105,11 @@ struct Progress {
     std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
     std::int64_t done_at_start = 0;
 
-    void client(std::int64_t round, std::size_t i, std::size_t n) const {
+    void clients(std::int64_t round, std::size_t n) const {
         if (!enabled || !tty)
             return;
-        std::fprintf(stderr, "\r\033[K  round %lld/%lld: training client %zu/%zu", static_cast<long long>(round),
-                     static_cast<long long>(total), i + 1, n);
+        std::fprintf(stderr, "\r\033[K  round %lld/%lld: %zu clients training", static_cast<long long>(round),
+                     static_cast<long long>(total), n);
         std::fflush(stderr);
     }
     void round(const RoundRow& r, bool vision) const {
@@ -279,6 +132,167 @@ struct Progress {
                      r.delivered ? "" : "  (aggregate lost)");
         std::fflush(stderr);
     }
+};
+
+// The round's control decision: the fixed settings, or TSFA (fedlora_control) fed with the CSI the receiver
+// measured in earlier rounds (never the simulator's channels). Keeps the latency queue for the log either way.
+struct RoundDecision {
+    double rho = 1.0;
+    std::int64_t occupied = 0;        // occupied subcarriers (0: phy.occupied)
+    double carrier_budget = 0.0;      // power per occupied carrier (0: device.power)
+    std::vector<double> shares;       // digital: per selected client (empty: equal)
+};
+
+class Control {
+public:
+    explicit Control(const SimConfig& cfg) : cfg_(cfg), queue_(cfg.controller.latency_budget_s) {
+        if (cfg.controller.name != "tsfa")
+            return;
+        control::ControllerConfig cc;
+        cc.mode = cfg.mode == "digital" ? control::LinkMode::Digital : control::LinkMode::AirComp;
+        cc.v_weight = cfg.controller.v;
+        cc.latency_budget = cfg.controller.latency_budget_s;
+        cc.rho_grid = cfg.rho_grid();
+        cc.model.g_th = cfg.controller.g_th;
+        cc.model.support = control::support_rule_from_name(cfg.soft.support);
+        cc.model.quant_bits = static_cast<int>(cfg.digital.bits);
+        const auto rate = phy::rate_model_from_name(cfg.digital.rate);
+        cc.model.spectral_efficiency = [rate](double snr) { return phy::spectral_efficiency(rate, snr); };
+        tsfa_ = control::make_controller("tsfa", cc);
+        // Candidate bandwidths: occupied counts in steps of two pilot spacings (even, whole pilot groups) up to
+        // phy.occupied; the controller counts payload data carriers.
+        const std::int64_t step = std::max<std::int64_t>(2, 2 * std::max<std::int64_t>(cfg.phy.pilot_spacing, 1));
+        for (std::int64_t m = step; m < cfg.phy.occupied; m += step)
+            occupied_.push_back(m);
+        occupied_.push_back(cfg.phy.occupied);
+        for (const auto m : occupied_)
+            data_.push_back(static_cast<std::size_t>(numerology(m).n_data()));
+    }
+
+    RoundDecision decide(const Workspace& ws, const learn::Adapter& global, const std::vector<std::int64_t>& selected) {
+        RoundDecision d;
+        d.rho = cfg_.soft.rho;
+        if (!tsfa_)
+            return d;
+        control::RoundInput in;
+        const double total_power = cfg_.device.power * static_cast<double>(cfg_.phy.occupied);
+        const std::size_t band = data_.back();
+        for (const auto c : selected) {
+            control::DeviceReport r;
+            r.budget = total_power;
+            r.compute_time = ws.compute_s;
+            const auto it = csi_.find(c);
+            if (it != csi_.end() && !it->second.empty()) {
+                // The measured carriers of the band it last used, repeated over the candidate band.
+                for (std::size_t m = 0; m < band; ++m)
+                    r.gain.push_back(it->second[m % it->second.size()]);
+            } else {
+                // Not measured yet: the configured mean SNR (per carrier at the full band, power device.power).
+                const double snr = std::pow(10.0, client_mean_snr_db(cfg_, c) / 10.0);
+                r.gain.assign(band, control::gain_from_snr(snr, kReceiverNoiseVar, cfg_.device.power));
+            }
+            in.devices.push_back(std::move(r));
+        }
+        in.noise_var = noise_var_ > 0.0 ? noise_var_ : kReceiverNoiseVar;
+        for (const auto& l : global.layers) {
+            control::LayerGeometry g;
+            g.rank = static_cast<std::size_t>(l.rank);
+            const bool a = ws.rule->shares(learn::LoraFactor::A), b = ws.rule->shares(learn::LoraFactor::B);
+            g.values_per_rank = static_cast<std::size_t>((a ? l.in : 0) + (b ? l.out : 0));
+            g.importance = learn::rank_importance(l);
+            in.layers.push_back(std::move(g));
+        }
+        const auto num = numerology(cfg_.phy.occupied);
+        in.timing.carrier_counts = data_;
+        in.timing.symbol_duration = num.symbol_len() / num.sample_rate;
+        phy::FrameConfig fc;
+        fc.numerology = num;
+        fc.n_devices = selected.size();
+        fc.n_tx = static_cast<std::size_t>(cfg_.phy.tx);
+        fc.pilot_repeats = static_cast<std::size_t>(cfg_.phy.pilot_repeats);
+        in.timing.overhead_symbols =
+            static_cast<double>(phy::FrameLayout(fc).payload_offset(0)) / static_cast<double>(num.symbol_len());
+        const auto dec = tsfa_->decide(in);
+        d.rho = dec.rho;
+        if (cfg_.mode == "digital") {
+            d.shares = dec.shares;
+        } else {
+            const auto pos = std::find(data_.begin(), data_.end(), dec.carriers);
+            d.occupied = occupied_[static_cast<std::size_t>(pos - data_.begin())];
+            d.carrier_budget = total_power / static_cast<double>(d.occupied);
+        }
+        return d;
+    }
+
+    void measured(const std::vector<std::int64_t>& clients, const RadioReport& rep) {
+        for (std::size_t k = 0; k < clients.size() && k < rep.device_csi.size(); ++k)
+            if (!rep.device_csi[k].empty())
+                csi_[clients[k]] = rep.device_csi[k];
+        if (std::isfinite(rep.noise_var) && rep.noise_var > 0.0)
+            noise_var_ = rep.noise_var;
+    }
+
+    // The realised latency of the round; returns the queue backlog after it.
+    double observe(double latency_s) {
+        if (tsfa_)
+            return tsfa_->observe_latency(latency_s);
+        return queue_.push(latency_s);
+    }
+
+    std::string state() const { return tsfa_ ? tsfa_->serialize() : ""; }
+    void restore(const std::string& blob) {
+        if (tsfa_ && !blob.empty())
+            tsfa_->deserialize(blob);
+    }
+
+private:
+    phy::Numerology numerology(std::int64_t occupied) const {
+        phy::Numerology n;
+        n.fft_size = static_cast<int>(cfg_.phy.fft);
+        n.cp_len = static_cast<int>(cfg_.phy.cp);
+        n.n_occupied = static_cast<int>(occupied);
+        n.pilot_spacing = static_cast<int>(cfg_.phy.pilot_spacing);
+        n.sample_rate = cfg_.phy.sample_rate;
+        return n;
+    }
+    SimConfig cfg_;
+    control::VirtualQueue queue_;
+    std::unique_ptr<control::Controller> tsfa_;
+    std::vector<std::int64_t> occupied_;
+    std::vector<std::size_t> data_;
+    std::map<std::int64_t, std::vector<double>> csi_;  // per client: |ĥ|² on the carriers it last used
+    double noise_var_ = 0.0;
+};
+
+// Digital shares for the clients that actually answered: their decided shares (clients that dropped out give
+// their share back to no one: the band stays partly idle, as it would on air).
+std::vector<double> equal_shares_of(const RoundDecision& d, const std::vector<std::int64_t>& selected,
+                                    const std::vector<std::int64_t>& sending) {
+    std::vector<double> s;
+    for (const auto c : sending) {
+        const auto it = std::find(selected.begin(), selected.end(), c);
+        s.push_back(d.shares[static_cast<std::size_t>(it - selected.begin())]);
+    }
+    return s;
+}
+
+// The clients' halves in this process, one after another on the workspace's model.
+class LocalPool final : public ClientPool {
+public:
+    explicit LocalPool(Workspace& ws) : ws_(ws) {}
+    std::vector<ClientResult> run_round(std::int64_t round, const std::vector<std::int64_t>& selected,
+                                        const learn::Adapter& global, const learn::RankSupport* support,
+                                        const std::map<std::int64_t, learn::Adapter>& local) override {
+        std::vector<ClientResult> out;
+        for (const auto c : selected) {
+            const auto it = local.find(c);
+            out.push_back(train_client(ws_, c, round, global, it == local.end() ? nullptr : &it->second, support));
+        }
+        return out;
+    }
+
+private:
+    Workspace& ws_;
 };
 
 }  // namespace
@@ -320,12 +334,20 @@ std::string round_csv_line(const RoundRow& r) {
     return s;
 }
 
-RunSummary run_simulation(const RunOptions& opt) {
-    const auto wall_start = std::chrono::steady_clock::now();
-    SimConfig cfg = opt.config;
-    cfg.validate();
+void check_run_folder(const RunOptions& opt) {
     if (opt.out_dir.empty())
         throw ConfigError("no run folder given (--out)");
+    const fs::path out(opt.out_dir);
+    if (opt.resume && !fs::exists(out / "config.yaml"))
+        throw ConfigError("cannot resume: '" + out.string() + "' holds no config.yaml (not a run folder)");
+    if (!opt.resume && !opt.force && fs::exists(out) && !fs::is_empty(out))
+        throw ConfigError("run folder '" + out.string() + "' exists; use --resume to continue it or --force to replace it");
+}
+
+RunSummary run_rounds(const RunOptions& opt, Workspace& ws, ClientPool& pool) {
+    const auto wall_start = std::chrono::steady_clock::now();
+    const SimConfig& cfg = ws.cfg;
+    check_run_folder(opt);
     const fs::path out(opt.out_dir);
     const fs::path ck_dir = out / "checkpoints";
     const fs::path ck_path = ck_dir / "latest.safetensors";
@@ -359,20 +381,17 @@ RunSummary run_simulation(const RunOptions& opt) {
     fs::create_directories(ck_dir);
     write_file_atomic(out / "config.yaml", to_yaml(cfg));
 
-    // ---- task, partition, radio ------------------------------------------------------------------------
-    Task task = make_task(cfg);
-    const auto partition = make_partition(cfg, task);
+    // ---- radio, rule, controller --------------------------------------------------------------------------
     auto radio = make_radio(cfg);
-    const auto rule = learn::make_aggregation_rule(cfg.aggregation);
-    std::vector<std::int64_t> sizes;
-    for (const auto& p : partition)
-        sizes.push_back(static_cast<std::int64_t>(p.size()));
+    const auto& rule = ws.rule;
+    const auto& sizes = ws.sizes;
+    auto& task = ws;
+    Control control(cfg);
     spdlog::info("{} task, {} clients ({} partition, sizes {}..{}), mode {}, rule {}, {} rounds", cfg.task,
                  cfg.clients, cfg.data.partition, *std::min_element(sizes.begin(), sizes.end()),
                  *std::max_element(sizes.begin(), sizes.end()), cfg.mode, cfg.aggregation, cfg.rounds);
 
-    learn::Adapter global = learn::adapter_from_model(*task.model);
-    rule->initialize(global, learn::mix_seed(cfg.seed, kTagLoraInit, 1));
+    learn::Adapter global = initial_global(ws);
     std::map<std::int64_t, learn::Adapter> local;  // clients' own adapters (fedsa's B)
     std::uint64_t cum_uses = 0;
     double cum_latency = 0.0;
@@ -383,6 +402,7 @@ RunSummary run_simulation(const RunOptions& opt) {
             local[c.id] = std::move(c.adapter);
         cum_uses = std::stoull(resumed->info.at("cum_channel_uses"));
         cum_latency = std::strtod(resumed->info.at("cum_latency_s").c_str(), nullptr);
+        control.restore(resumed->controller_state);
         spdlog::info("resuming '{}' after round {}", out.string(), start_round);
     }
 
@@ -448,28 +468,9 @@ RunSummary run_simulation(const RunOptions& opt) {
                      task.vision ? "accuracy " + num(base.accuracy, 4) : "perplexity " + num(base.perplexity, 4));
     }
 
-    learn::TrainOptions to;
-    to.local_steps = cfg.train.local_steps;
-    to.batch_size = cfg.train.batch;
-    to.optimizer = cfg.train.optimizer;
-    to.learning_rate = cfg.train.lr;
-    to.weight_decay = cfg.train.weight_decay;
-    to.clip_norm = cfg.train.clip_norm;
-    to.threads = static_cast<int>(cfg.train.threads);
-    to.soft_lambda = cfg.soft.lambda;
-    to.train_lora_A = rule->trains(learn::LoraFactor::A);
-    to.train_lora_B = rule->trains(learn::LoraFactor::B);
-    to.seed = cfg.seed;
-    const double compute_s = static_cast<double>(cfg.train.local_steps) * task.step_flops / (cfg.device.gflops * 1e9);
+    const double compute_s = ws.compute_s;
 
-    // Fault injection for the resume tests: FEDLORA_FAULT_KILL_AT="R:C" kills this process with SIGKILL just
-    // before client C trains in round R (mid-round: the round's earlier clients have trained, nothing is saved).
-    std::int64_t kill_round = -1, kill_client = -1;
-    if (const char* f = std::getenv("FEDLORA_FAULT_KILL_AT")) {
-        if (std::sscanf(f, "%lld:%lld", reinterpret_cast<long long*>(&kill_round),
-                        reinterpret_cast<long long*>(&kill_client)) != 2)
-            throw ConfigError(std::string("FEDLORA_FAULT_KILL_AT='") + f + "': expected ROUND:CLIENT");
-    }
+    const auto [kill_round, kill_client] = fault_kill_point();
 
     Progress progress;
     progress.enabled = opt.progress;
@@ -506,50 +507,62 @@ RunSummary run_simulation(const RunOptions& opt) {
             std::sort(selected.begin(), selected.end());
         }
 
-        // The support every client sends this round (SOFT).
+        // This round's sparsity and bandwidth (fixed, or TSFA from the CSI measured so far), and the support every
+        // client sends (SOFT).
+        const auto decision = control.decide(ws, global, selected);
         std::optional<learn::RankSupport> support;
-        if (cfg.soft.rho < 1.0)
+        if (decision.rho < 1.0)
             support = cfg.soft.support == "top"
-                          ? learn::select_support_top(global, cfg.soft.rho)
-                          : learn::select_support_seeded(global, cfg.soft.rho, cfg.seed, round);
+                          ? learn::select_support_top(global, decision.rho)
+                          : learn::select_support_seeded(global, decision.rho, cfg.seed, round);
         const learn::RankSupport* sp = support ? &*support : nullptr;
-        row.sparsity = support ? static_cast<double>(support->kept_count()) /
-                                     static_cast<double>(global.layers.size() * static_cast<std::size_t>(cfg.lora.rank))
-                               : 1.0;
 
         // Clients: local training from the global adapter, payload of the shared coordinates.
+        if (round == kill_round && kill_client == kFaultServer) {
+            spdlog::warn("fault injection: SIGKILL of the server in round {}", round);
+            std::raise(SIGKILL);
+        }
+        progress.clients(round, selected.size());
+        const auto results = pool.run_round(round, selected, global, sp, local);
         RadioRound rr;
         rr.round = round;
+        rr.subcarriers = decision.occupied;
+        rr.carrier_budget = decision.carrier_budget;
+        rr.shares = decision.shares;
         std::vector<learn::Adapter> trained;
         std::vector<std::int64_t> kept_sizes;
         std::vector<double> losses;
-        for (std::size_t i = 0; i < selected.size(); ++i) {
-            const auto c = selected[i];
-            if (round == kill_round && c == kill_client) {
-                spdlog::warn("fault injection: SIGKILL in round {} before client {} trains", round, c);
-                std::raise(SIGKILL);
-            }
-            progress.client(round, i, selected.size());
-            learn::Adapter start = local.count(c) ? local[c] : learn::Adapter{};
-            rule->receive(start, global);
-            learn::load_adapter(*task.model, start);
-            learn::OptimizerState opt_state;
-            const auto res = learn::train_local(*task.model, task.pool, partition[static_cast<std::size_t>(c)], to, c,
-                                                round, opt_state);
-            std::vector<float> payload;
-            try {
-                payload = rule->client_payload(res.update, 1.0, c, sp);
-            } catch (const learn::AggregationError& e) {
-                spdlog::warn("round {}: client {} left out: {}", round, c, e.what());
+        std::vector<std::int64_t> trained_ids;
+        row.dropped = static_cast<std::int64_t>(selected.size() - results.size());
+        for (const auto& res : results) {
+            if (!res.ok) {
+                spdlog::warn("round {}: client {} left out: {}", round, res.client, res.error);
                 ++row.dropped;
                 continue;
             }
-            rr.clients.push_back(c);
-            rr.payloads.push_back(std::move(payload));
-            kept_sizes.push_back(static_cast<std::int64_t>(partition[static_cast<std::size_t>(c)].size()));
-            losses.push_back(res.mean_loss);
-            trained.push_back(learn::adapter_from_model(*task.model));
+            const auto bad = std::find_if(res.payload.begin(), res.payload.end(),
+                                          [](float v) { return !std::isfinite(v); });
+            if (bad != res.payload.end() || (!rr.payloads.empty() && res.payload.size() != rr.payloads[0].size())) {
+                spdlog::warn("round {}: client {} left out: {}", round, res.client,
+                             bad != res.payload.end()
+                                 ? "its update is not finite (entry " +
+                                       std::to_string(bad - res.payload.begin()) + ")"
+                                 : "its update has " + std::to_string(res.payload.size()) + " values, expected " +
+                                       std::to_string(rr.payloads[0].size()));
+                ++row.dropped;
+                continue;
+            }
+            rr.clients.push_back(res.client);
+            rr.payloads.push_back(res.payload);
+            kept_sizes.push_back(sizes[static_cast<std::size_t>(res.client)]);
+            losses.push_back(res.loss);
+            if (!res.trained.empty()) {
+                trained.push_back(res.trained);
+                trained_ids.push_back(res.client);
+            }
         }
+        if (!rr.shares.empty() && rr.shares.size() != rr.clients.size())
+            rr.shares = equal_shares_of(decision, selected, rr.clients);
 
         RadioReport rep;
         if (!rr.payloads.empty()) {
@@ -559,16 +572,20 @@ RunSummary run_simulation(const RunOptions& opt) {
             rep = radio->aggregate(rr, estimate);
             if (rep.delivered) {
                 rule->apply(global, estimate, sp);
-                for (std::size_t i = 0; i < rr.clients.size(); ++i)
-                    if (rule->keeps_local(learn::LoraFactor::B))
-                        local[rr.clients[i]] = trained[i];
+                if (rule->keeps_local(learn::LoraFactor::B))
+                    for (std::size_t i = 0; i < trained.size(); ++i)
+                        local[trained_ids[i]] = trained[i];
+                control.measured(rr.clients, rep);
             } else {
                 spdlog::warn("round {}: the receiver lost the aggregate ({}); the global adapter is unchanged", round,
                              rep.failure);
             }
             for (std::size_t i = 0; i < losses.size(); ++i)
                 row.train_loss += rr.weights[i] * losses[i];
-            row.covariance = learn::factor_covariance(trained, rr.weights).total;
+            // What separate averaging loses, from the clients' trained adapters (those trained in this process).
+            row.covariance = trained.size() == rr.clients.size() && !trained.empty()
+                                 ? learn::factor_covariance(trained, rr.weights).total
+                                 : kNaN;
         } else {
             rep.delivered = false;
             spdlog::warn("round {}: no client update to aggregate; the global adapter is unchanged", round);
@@ -584,6 +601,8 @@ RunSummary run_simulation(const RunOptions& opt) {
         row.cum_channel_uses = cum_uses;
         row.airtime_s = rep.airtime_s;
         row.latency_s = compute_s + rep.airtime_s;
+        row.sparsity = decision.rho;
+        row.queue = control.observe(row.latency_s);
         cum_latency += row.latency_s;
         row.cum_latency_s = cum_latency;
 
@@ -613,6 +632,7 @@ RunSummary run_simulation(const RunOptions& opt) {
             std::snprintf(buf, sizeof buf, "%.17g", cum_latency);
             ck.info["cum_latency_s"] = buf;
             ck.info["mode"] = cfg.mode;
+            ck.controller_state = control.state();
             learn::save_checkpoint(ck_path.string(), ck);
         }
         progress.round(row, task.vision);
@@ -701,7 +721,16 @@ RunSummary run_simulation(const RunOptions& opt) {
     j["base_model"] = fs::absolute(task.base_path).string();
     j["adapter"] = sum.adapter_path;
     write_file_atomic(out / "summary.json", j.dump(2) + "\n");
+    pool.finish();
     return sum;
+}
+
+RunSummary run_simulation(const RunOptions& opt) {
+    opt.config.validate();
+    check_run_folder(opt);  // before any pretraining: a wrong folder fails at once
+    Workspace ws = make_workspace(opt.config);
+    LocalPool pool(ws);
+    return run_rounds(opt, ws, pool);
 }
 
 }  // namespace fedlora::sim

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <complex>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -23,6 +24,7 @@ constexpr std::uint64_t kTagClientSnr = 0x534e52;    // "SNR"
 constexpr std::uint64_t kTagChannel = 0x4348414e;    // "CHAN"
 constexpr std::uint64_t kTagNoise = 0x4e4f4953;      // "NOIS"
 constexpr std::uint64_t kTagQuantise = 0x5155414e;   // "QUAN"
+constexpr std::uint64_t kTagEstimate = 0x45535449;   // "ESTI"
 constexpr double kNoiseVar = 1e-3;                   // receiver noise per sample; SNRs are set relative to it
 
 double to_db(double x) { return 10.0 * std::log10(x); }
@@ -146,7 +148,7 @@ public:
         wc.frame.pilot_repeats = static_cast<std::size_t>(cfg_.phy.pilot_repeats);
         wc.n_streams = static_cast<std::size_t>(cfg_.phy.streams);
         wc.power.policy = phy::power_policy_from_name(cfg_.phy.policy);
-        wc.power.budget.assign(K, cfg_.device.power);
+        wc.power.budget.assign(K, r.carrier_budget > 0.0 ? r.carrier_budget : cfg_.device.power);
         wc.estimator.name = cfg_.phy.estimator;
         wc.lead = static_cast<std::size_t>(cfg_.phy.fft);  // idle samples before the frame, unknown to the receiver
         wc.perfect_csi = cfg_.phy.perfect_csi;
@@ -197,9 +199,13 @@ public:
         rep.snr_db = to_db(lin);
         const auto M = static_cast<std::size_t>(num.n_occupied);
         rep.device_gain.assign(K, 0.0);
-        for (std::size_t k = 0; k < K && w.csi_gain.size() == K * M; ++k)
+        rep.device_csi.assign(K, {});
+        for (std::size_t k = 0; k < K && w.csi_gain.size() == K * M; ++k) {
+            rep.device_csi[k].assign(w.csi_gain.begin() + static_cast<std::ptrdiff_t>(k * M),
+                                     w.csi_gain.begin() + static_cast<std::ptrdiff_t>((k + 1) * M));
             for (std::size_t m = 0; m < M; ++m)
                 rep.device_gain[k] += w.csi_gain[k * M + m] / static_cast<double>(M);
+        }
         rep.noise_var = w.noise_var_estimated;
         rep.channel_uses = w.channel_uses;
         rep.ofdm_symbols = w.ofdm_symbols;
@@ -227,23 +233,34 @@ public:
         auto channel = round_channel(cfg_, r, num);
         const auto model = phy::rate_model_from_name(cfg_.digital.rate);
 
-        // Each device's rate: the mean spectral efficiency over the occupied carriers of its channel (its share is
+        // Each device's rate: from its measured channel, the mean spectral efficiency over the occupied carriers of its channel (its share is
         // spread across the band), turned into the effective SNR that gives that efficiency.
         RadioReport rep;
         rep.subcarriers = num.n_occupied;
         rep.device_snr_db.resize(K);
         rep.device_gain.assign(K, 0.0);
+        rep.device_csi.assign(K, {});
         std::vector<double> snr_eff(K), bits(K);
-        const double p_carrier = cfg_.device.power;
+        const double p_carrier = r.carrier_budget > 0.0 ? r.carrier_budget : cfg_.device.power;
         double lin = 0.0;
         for (std::size_t k = 0; k < K; ++k) {
+            // What the server measures: each carrier's channel from pilot_repeats least-squares pilot symbols,
+            // h + CN(0, σ² / (R p)).
             std::vector<double> gain(static_cast<std::size_t>(num.n_occupied), 0.0);
+            std::mt19937_64 est_rng(learn::mix_seed(cfg_.seed, kTagEstimate, static_cast<std::uint64_t>(r.round),
+                                                    static_cast<std::uint64_t>(r.clients[k])));
+            std::normal_distribution<double> est_err(
+                0.0, std::sqrt(kNoiseVar / (2.0 * static_cast<double>(cfg_.phy.pilot_repeats) * p_carrier)));
             for (int rx = 0; rx < channel.n_rx(); ++rx)
                 for (int tx = 0; tx < channel.n_tx(); ++tx) {
                     const auto h = channel.frequency_response(num, static_cast<int>(k), rx, tx,
                                                               static_cast<double>(channel.bulk_delay()));
-                    for (std::size_t m = 0; m < h.size(); ++m)
-                        gain[m] += std::norm(h[m]) / static_cast<double>(channel.n_tx());
+                    for (std::size_t m = 0; m < h.size(); ++m) {
+                        const double re = est_err(est_rng);
+                        const double im = est_err(est_rng);
+                        gain[m] += std::norm(std::complex<double>(h[m]) + std::complex<double>(re, im)) /
+                                   static_cast<double>(channel.n_tx());
+                    }
                 }
             double se = 0.0, mean_snr = 0.0;
             for (const double g : gain) {
@@ -252,6 +269,7 @@ public:
                 mean_snr += snr / static_cast<double>(gain.size());
                 rep.device_gain[k] += g / static_cast<double>(gain.size());
             }
+            rep.device_csi[k] = gain;
             snr_eff[k] = model == phy::RateModel::Shannon ? std::exp2(se) - 1.0 : effective_mcs_snr(se);
             rep.device_snr_db[k] = to_db(mean_snr);
             lin += mean_snr / static_cast<double>(K);

@@ -28,6 +28,7 @@ struct RadioRound {
     std::vector<double> weights;                 // aggregation weights p_k
     std::int64_t subcarriers = 0;                // occupied subcarriers this round (0: phy.occupied)
     std::vector<double> shares;                  // digital: bandwidth shares β_k (empty: equal)
+    double carrier_budget = 0.0;                 // power budget per occupied carrier (0: device.power)
 };
 
 struct RadioReport {
@@ -38,6 +39,7 @@ struct RadioReport {
     double snr_db = 0.0;            // mean per-device receive SNR the server measured (dB; NaN in ideal mode)
     std::vector<double> device_snr_db;       // per transmitting client, as measured
     std::vector<double> device_gain;         // per client: mean |h|² over the occupied carriers (measured CSI)
+    std::vector<std::vector<double>> device_csi;  // per client: |ĥ[m]|² on each occupied carrier (measured)
     double noise_var = 0.0;                  // measured noise variance per subcarrier
     std::int64_t subcarriers = 0;
     std::uint64_t channel_uses = 0;  // resource elements the round occupies (OFDM symbols × occupied carriers)
