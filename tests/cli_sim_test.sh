@@ -50,6 +50,11 @@ assert c["lora"]["targets"] == ["qkv", "head"], c["lora"]["targets"]
 assert c["mode"] == "aircomp" and c["clients"] == 20
 PY
 
+# ---- every example configuration in configs/ loads and validates -----------------------------------------------
+for f in "$(dirname "$0")"/../configs/*.yaml; do
+  "$fedlora" sim --config "$f" --print-config > /dev/null 2> "$tmp/cfg.err" || fail "$f does not load: $(cat "$tmp/cfg.err")"
+done
+
 # ---- an AirComp run: the run folder --------------------------------------------------------------------------
 run="$tmp/air"
 "$fedlora" sim "${tiny[@]}" --out "$run" > "$tmp/air.out" 2> "$tmp/air.err" || fail "aircomp run exited $?: $(tail -5 "$tmp/air.err")"
@@ -125,6 +130,31 @@ for x, y in zip(a, b):
     for k in x:
         if k != "wall_s":
             assert x[k] == y[k], (k, x[k], y[k])
+PY
+
+# ---- TSFA: the offline rank is recorded and used; the queue follows its recurrence on the realised latencies ------
+"$fedlora" sim "${tiny[@]}" --set controller.name=tsfa --set controller.rank_candidates=2,4,8 \
+  --set controller.latency_budget_s=0.03 --set controller.v=1e-4 --set soft.support=seeded \
+  --set phy.sample_rate=1e6 --set device.gflops=200 --out "$tmp/tsfa" > /dev/null 2> "$tmp/tsfa.err" \
+  || fail "tsfa run failed: $(tail -5 "$tmp/tsfa.err")"
+$py - "$tmp/tsfa" <<'PY' || fail "tsfa run folder is inconsistent"
+import csv, json, struct, sys
+run = sys.argv[1]
+s = json.load(open(run + "/summary.json"))
+o = s["offline_rank"]
+assert [c["rank"] for c in o["candidates"]] == [2, 4, 8]
+best = min(o["candidates"], key=lambda c: (c["proxy"], c["rank"]))
+assert o["chosen_rank"] == best["rank"] == s["lora_rank"], (o, s["lora_rank"])
+raw = open(run + "/adapter.safetensors", "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+meta = json.loads(raw[8:8 + n])["__metadata__"]
+assert int(meta["lora.rank"]) == s["lora_rank"], meta["lora.rank"]
+z = 0.0
+for r in csv.DictReader(open(run + "/rounds.csv")):
+    z = max(z + float(r["latency_s"]) - 0.03, 0.0)
+    assert abs(z - float(r["queue"])) < 1e-6 * max(1.0, z), (r["round"], z, r["queue"])
+    rank = s["lora_rank"]
+    assert abs(float(r["sparsity"]) * rank - round(float(r["sparsity"]) * rank)) < 1e-9, r["sparsity"]
 PY
 
 # ---- the text task through the same command --------------------------------------------------------------------

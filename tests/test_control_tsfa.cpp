@@ -940,3 +940,74 @@ TEST(TsfaOffline, MeasuredSpectrumReplacesThePowerLaw) {
     m.spectrum = {0.0, 0.0};
     expect_invalid([&] { choose_rank(in, c, m); }, "rank_model.spectrum");
 }
+
+// ---- exact drift -------------------------------------------------------------------------------------------------
+
+TEST(TsfaExactDrift, DecisionIsTheArgminOfPenaltyPlusExactDrift) {
+    std::mt19937_64 rng(31);
+    for (int trial = 0; trial < 20; ++trial) {
+        const RoundInput in = rayleigh_round(rng, 2 + trial % 5, -5.0 + 2.0 * trial);
+        ControllerConfig c = aircomp_config(0.05 * (1 + trial % 4), 0.3);
+        c.exact_drift = true;
+        c.rho_grid = {0.125, 0.25, 0.375, 0.5, 0.75, 1.0};
+        TsfaController ctrl(c);
+        set_backlog(ctrl, 0.02 * (trial % 7));
+        const Decision d = ctrl.decide(in);
+        const RoundModel model(in, c.model, LinkMode::AirComp);
+        const double z = ctrl.backlog();
+        for (double rho : c.rho_grid)
+            for (std::size_t M : in.timing.carrier_counts) {
+                const Prediction p = model.aircomp(rho, M);
+                const double next = std::max(z + p.latency - c.latency_budget, 0.0);
+                EXPECT_LE(d.objective, c.v_weight * p.penalty + 0.5 * next * next + 1e-15);
+            }
+        const double next = std::max(z + d.latency - c.latency_budget, 0.0);
+        EXPECT_DOUBLE_EQ(d.objective, c.v_weight * d.penalty + 0.5 * next * next);
+    }
+}
+
+TEST(TsfaExactDrift, AnEmptyQueueStillWeighsLatency) {
+    // With Z = 0 the linear rule ignores latency and takes the lowest penalty, however slow; the exact drift
+    // charges the overshoot ½(T − T̄)² and stays within the budget when a choice allows it at a small penalty cost.
+    std::mt19937_64 rng(5);
+    const RoundInput in = rayleigh_round(rng, 5, 10.0);
+    ControllerConfig c = aircomp_config(1e-4, 0.0);
+    const RoundModel model(in, c.model, LinkMode::AirComp);
+    double fastest = std::numeric_limits<double>::infinity(), slowest_best = 0.0;
+    for (std::size_t M : in.timing.carrier_counts)
+        fastest = std::min(fastest, model.aircomp(1.0 / 8.0, M).latency);
+    c.latency_budget = fastest * 1.02;
+    TsfaController linear(c);
+    const Decision dl = linear.decide(in);
+    slowest_best = dl.latency;
+    ASSERT_GT(slowest_best, c.latency_budget) << "the test needs a penalty-optimal choice that breaks the budget";
+    c.exact_drift = true;
+    TsfaController exact(c);
+    const Decision de = exact.decide(in);
+    EXPECT_LT(de.latency, dl.latency);
+    EXPECT_GE(de.penalty, dl.penalty);
+    // Any overshoot must be paid for by penalty: against the best choice that meets the budget,
+    // ½(T − T̄)² ≤ V (Φ_within − Φ).
+    double within = std::numeric_limits<double>::infinity();
+    for (double rho : {0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0})
+        for (std::size_t M : in.timing.carrier_counts) {
+            const Prediction p = model.aircomp(rho, M);
+            if (p.latency <= c.latency_budget)
+                within = std::min(within, p.penalty);
+        }
+    ASSERT_TRUE(std::isfinite(within));
+    const double over = std::max(de.latency - c.latency_budget, 0.0);
+    EXPECT_LE(0.5 * over * over, c.v_weight * (within - de.penalty) + 1e-15);
+    EXPECT_LT(over, dl.latency - c.latency_budget);
+}
+
+TEST(TsfaExactDrift, LongRunAverageLatencyMeetsTheBudget) {
+    for (double budget : {0.25, 0.3, 0.4}) {
+        ControllerConfig c = aircomp_config(0.05, budget);
+        c.exact_drift = true;
+        TsfaController ctrl(c);
+        const double avg = run_rounds(ctrl, 78, 2000);
+        EXPECT_LE(avg, 1.05 * budget) << "T̄ = " << budget;
+        EXPECT_GE(avg, 0.85 * budget) << "T̄ = " << budget;
+    }
+}

@@ -107,6 +107,13 @@ std::vector<double> Controller::rho_grid(const RoundInput& input) const {
     return grid;
 }
 
+double Controller::objective(double v, double z, const Prediction& p) const {
+    if (!config_.exact_drift)
+        return v * p.penalty + z * p.latency;
+    const double next = std::max(z + p.latency - config_.latency_budget, 0.0);
+    return v * p.penalty + 0.5 * next * next;
+}
+
 Decision Controller::finish(const Prediction& p, double objective, std::size_t candidates) const {
     Decision d;
     static_cast<Prediction&>(d) = p;
@@ -130,7 +137,7 @@ Decision TsfaController::decide(const RoundInput& input) const {
         ++n;
         if (!p.feasible)
             return;
-        const double j = V * p.penalty + Z * p.latency;
+        const double j = objective(V, Z, p);
         if (!found || better(j, p, best_j, best)) {
             best = p;
             best_j = j;
@@ -167,7 +174,7 @@ Decision FixedController::decide(const RoundInput& input) const {
     }
     if (!p.feasible)
         nothing_gets_through();
-    return finish(p, config_.v_weight * p.penalty + queue_.backlog() * p.latency, 1);
+    return finish(p, objective(config_.v_weight, queue_.backlog(), p), 1);
 }
 
 std::unique_ptr<Controller> make_controller(const std::string& name, const ControllerConfig& config) {

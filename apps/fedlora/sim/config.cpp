@@ -126,6 +126,10 @@ const std::vector<Field>& fields() {
         {"channel.phase_noise_hz", Kind::Real, "server oscillator 3 dB linewidth (0: none)", 0, 1e6, {},
          field_ref(&SimConfig::channel, &SimConfig::Channel::phase_noise_hz)},
 
+        {"channel.shadowing_db", Kind::Real,
+         "per-round log-normal shadowing of each client's mean SNR, std. dev. in dB (0: none)", 0, 30, {},
+         field_ref(&SimConfig::channel, &SimConfig::Channel::shadowing_db)},
+
         {"phy.fft", Kind::Int, "FFT size", 16, 65536, {}, field_ref(&SimConfig::phy, &SimConfig::Phy::fft)},
         {"phy.cp", Kind::Int, "cyclic prefix length, samples", 0, 65536, {}, field_ref(&SimConfig::phy, &SimConfig::Phy::cp)},
         {"phy.occupied", Kind::Int, "occupied subcarriers", 2, 65536, {},
@@ -169,6 +173,13 @@ const std::vector<Field>& fields() {
          -kInf, kInf, {}, field_ref(&SimConfig::controller, &SimConfig::Controller::rho_grid)},
         {"controller.g_th", Kind::Real, "truncation threshold of TSFA's AirComp error model (relative to mean gain)",
          1e-9, 100, {}, field_ref(&SimConfig::controller, &SimConfig::Controller::g_th)},
+
+        {"controller.drift", Kind::Text,
+         "TSFA drift term: exact (weighs latency even with an empty queue) or linear (Z*T, Neely's bound)", -kInf,
+         kInf, {"exact", "linear"}, field_ref(&SimConfig::controller, &SimConfig::Controller::drift)},
+        {"controller.rank_candidates", Kind::List,
+         "TSFA offline stage: LoRA ranks to choose from by the bound proxy (empty: keep lora.rank)", -kInf, kInf, {},
+         field_ref(&SimConfig::controller, &SimConfig::Controller::rank_candidates)},
 
         {"server.round_deadline_s", Kind::Real, "fedlora server: seconds a round waits for the clients' updates",
          1e-3, 1e7, {}, field_ref(&SimConfig::server, &SimConfig::Server::round_deadline_s)},
@@ -398,6 +409,20 @@ std::vector<double> SimConfig::rho_grid() const {
     return g;
 }
 
+std::vector<std::int64_t> SimConfig::rank_candidates() const {
+    std::vector<std::int64_t> r;
+    for (const auto& t : controller.rank_candidates) {
+        char* end = nullptr;
+        const long long v = std::strtoll(t.c_str(), &end, 10);
+        if (*end || v < 1 || v > 1024)
+            throw ConfigError("config key 'controller.rank_candidates': '" + t + "' is not a rank in [1, 1024]");
+        if (std::find(r.begin(), r.end(), v) != r.end())
+            throw ConfigError("config key 'controller.rank_candidates': rank " + t + " is listed twice");
+        r.push_back(v);
+    }
+    return r;
+}
+
 std::vector<std::string> SimConfig::lora_targets() const {
     if (!lora.targets.empty())
         return lora.targets;
@@ -432,6 +457,9 @@ void SimConfig::validate() const {
         throw ConfigError("config key 'phy.streams': single-stream AirComp (0) needs phy.tx = phy.rx = 1; set "
                           "phy.streams >= 1 for multi-antenna operation");
     (void)rho_grid();
+    if (!rank_candidates().empty() && controller.name != "tsfa")
+        throw ConfigError("config key 'controller.rank_candidates': the offline rank stage belongs to "
+                          "controller.name=tsfa");
     if (controller.name == "tsfa" && phy.streams > 0)
         throw ConfigError("config key 'controller.name': tsfa models single-stream AirComp (phy.streams = 0)");
     if (controller.name == "tsfa" && mode == "ideal")

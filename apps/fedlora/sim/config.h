@@ -23,7 +23,7 @@ struct SimConfig {
     std::string task = "vision";  // vision | text
     std::string mode = "aircomp";  // ideal | aircomp | aircomp-analytic | digital
     std::uint64_t seed = 1;
-    std::int64_t rounds = 30;
+    std::int64_t rounds = 50;
     std::int64_t clients = 20;
     std::int64_t clients_per_round = 0;  // 0: every client every round
 
@@ -76,6 +76,7 @@ struct SimConfig {
         double doppler_hz = 0.0;
         double cfo = 0.05;            // common carrier offset, subcarrier spacings
         double phase_noise_hz = 0.0;  // server oscillator linewidth
+        double shadowing_db = 0.0;    // per-round log-normal shadowing of each client's mean SNR (std. dev., dB)
     } channel;
 
     struct Phy {
@@ -109,6 +110,8 @@ struct SimConfig {
         double latency_budget_s = 1.0;      // T̄: long-term average latency per round
         std::vector<std::string> rho_grid;  // candidate ρ (empty: 1/r, 2/r, ..., 1)
         double g_th = 0.1;                  // truncation threshold of the controller's AirComp model
+        std::string drift = "exact";        // exact (½ max(Z + T − T̄, 0)²) | linear (Z·T, Neely's bound)
+        std::vector<std::string> rank_candidates;  // TSFA offline stage: ranks to choose from (empty: lora.rank)
     } controller;
 
     struct Server {
@@ -126,8 +129,9 @@ struct SimConfig {
         std::int64_t every = 1;
     } checkpoint;
 
-    // controller.rho_grid as numbers.
+    // controller.rho_grid and controller.rank_candidates as numbers (ConfigError naming the key otherwise).
     std::vector<double> rho_grid() const;
+    std::vector<std::int64_t> rank_candidates() const;
     // The LoRA targets in force (lora.targets or the task's default).
     std::vector<std::string> lora_targets() const;
     // Checks every value and the combinations (e.g. clients_per_round <= clients); throws ConfigError naming the key.

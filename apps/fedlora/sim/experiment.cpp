@@ -146,19 +146,6 @@ struct RoundDecision {
 class Control {
 public:
     explicit Control(const SimConfig& cfg) : cfg_(cfg), queue_(cfg.controller.latency_budget_s) {
-        if (cfg.controller.name != "tsfa")
-            return;
-        control::ControllerConfig cc;
-        cc.mode = cfg.mode == "digital" ? control::LinkMode::Digital : control::LinkMode::AirComp;
-        cc.v_weight = cfg.controller.v;
-        cc.latency_budget = cfg.controller.latency_budget_s;
-        cc.rho_grid = cfg.rho_grid();
-        cc.model.g_th = cfg.controller.g_th;
-        cc.model.support = control::support_rule_from_name(cfg.soft.support);
-        cc.model.quant_bits = static_cast<int>(cfg.digital.bits);
-        const auto rate = phy::rate_model_from_name(cfg.digital.rate);
-        cc.model.spectral_efficiency = [rate](double snr) { return phy::spectral_efficiency(rate, snr); };
-        tsfa_ = control::make_controller("tsfa", cc);
         // Candidate bandwidths: occupied counts in steps of two pilot spacings (even, whole pilot groups) up to
         // phy.occupied; the controller counts payload data carriers.
         const std::int64_t step = std::max<std::int64_t>(2, 2 * std::max<std::int64_t>(cfg.phy.pilot_spacing, 1));
@@ -167,6 +154,53 @@ public:
         occupied_.push_back(cfg.phy.occupied);
         for (const auto m : occupied_)
             data_.push_back(static_cast<std::size_t>(numerology(m).n_data()));
+        if (cfg.controller.name == "tsfa")
+            tsfa_ = control::make_controller("tsfa", controller_config());
+    }
+
+    control::ControllerConfig controller_config() const {
+        control::ControllerConfig cc;
+        cc.mode = cfg_.mode == "digital" ? control::LinkMode::Digital : control::LinkMode::AirComp;
+        cc.v_weight = cfg_.controller.v;
+        cc.latency_budget = cfg_.controller.latency_budget_s;
+        cc.exact_drift = cfg_.controller.drift == "exact";
+        cc.rho_grid = cfg_.rho_grid();
+        cc.model.g_th = cfg_.controller.g_th;
+        cc.model.support = control::support_rule_from_name(cfg_.soft.support);
+        cc.model.quant_bits = static_cast<int>(cfg_.digital.bits);
+        const auto rate = phy::rate_model_from_name(cfg_.digital.rate);
+        cc.model.spectral_efficiency = [rate](double snr) { return phy::spectral_efficiency(rate, snr); };
+        return cc;
+    }
+
+    // Airtime arithmetic of a round with `devices` transmitters, for the controller's models.
+    control::RoundTiming timing(std::size_t devices) const {
+        control::RoundTiming t;
+        const auto num = numerology(cfg_.phy.occupied);
+        t.carrier_counts = data_;
+        t.symbol_duration = num.symbol_len() / num.sample_rate;
+        phy::FrameConfig fc;
+        fc.numerology = num;
+        fc.n_devices = devices;
+        fc.n_tx = static_cast<std::size_t>(cfg_.phy.tx);
+        fc.pilot_repeats = static_cast<std::size_t>(cfg_.phy.pilot_repeats);
+        t.overhead_symbols =
+            static_cast<double>(phy::FrameLayout(fc).payload_offset(0)) / static_cast<double>(num.symbol_len());
+        return t;
+    }
+
+    // The layers as the controller sees them: rank, reals sent per kept component, SOFT importance.
+    static std::vector<control::LayerGeometry> geometry(const Workspace& ws, const learn::Adapter& global) {
+        std::vector<control::LayerGeometry> out;
+        for (const auto& l : global.layers) {
+            control::LayerGeometry g;
+            g.rank = static_cast<std::size_t>(l.rank);
+            const bool a = ws.rule->shares(learn::LoraFactor::A), b = ws.rule->shares(learn::LoraFactor::B);
+            g.values_per_rank = static_cast<std::size_t>((a ? l.in : 0) + (b ? l.out : 0));
+            g.importance = learn::rank_importance(l);
+            out.push_back(std::move(g));
+        }
+        return out;
     }
 
     RoundDecision decide(const Workspace& ws, const learn::Adapter& global, const std::vector<std::int64_t>& selected) {
@@ -194,24 +228,8 @@ public:
             in.devices.push_back(std::move(r));
         }
         in.noise_var = noise_var_ > 0.0 ? noise_var_ : kReceiverNoiseVar;
-        for (const auto& l : global.layers) {
-            control::LayerGeometry g;
-            g.rank = static_cast<std::size_t>(l.rank);
-            const bool a = ws.rule->shares(learn::LoraFactor::A), b = ws.rule->shares(learn::LoraFactor::B);
-            g.values_per_rank = static_cast<std::size_t>((a ? l.in : 0) + (b ? l.out : 0));
-            g.importance = learn::rank_importance(l);
-            in.layers.push_back(std::move(g));
-        }
-        const auto num = numerology(cfg_.phy.occupied);
-        in.timing.carrier_counts = data_;
-        in.timing.symbol_duration = num.symbol_len() / num.sample_rate;
-        phy::FrameConfig fc;
-        fc.numerology = num;
-        fc.n_devices = selected.size();
-        fc.n_tx = static_cast<std::size_t>(cfg_.phy.tx);
-        fc.pilot_repeats = static_cast<std::size_t>(cfg_.phy.pilot_repeats);
-        in.timing.overhead_symbols =
-            static_cast<double>(phy::FrameLayout(fc).payload_offset(0)) / static_cast<double>(num.symbol_len());
+        in.layers = geometry(ws, global);
+        in.timing = timing(selected.size());
         const auto dec = tsfa_->decide(in);
         d.rho = dec.rho;
         if (cfg_.mode == "digital") {
@@ -296,6 +314,48 @@ private:
 };
 
 }  // namespace
+
+void apply_offline_rank(Workspace& ws) {
+    const auto candidates = ws.cfg.rank_candidates();
+    if (candidates.empty())
+        return;
+    // TSFA's offline stage: the structural rank from the clients' mean SNRs (the channel statistics the
+    // configuration states) and the latency budget, by the bound proxy of docs/math.md.
+    Control probe(ws.cfg);
+    const auto shape = initial_global(ws);
+    control::OfflineInput in;
+    in.reference_carriers = probe.timing(1).carrier_counts.back();
+    for (std::int64_t c = 0; c < ws.cfg.clients; ++c) {
+        in.mean_snr.push_back(std::pow(10.0, client_mean_snr_db(ws.cfg, c) / 10.0));
+        in.compute_time.push_back(ws.compute_s);
+    }
+    const auto geo = Control::geometry(ws, shape);
+    for (std::size_t l = 0; l < shape.layers.size(); ++l)
+        in.layers.push_back(control::OfflineLayer{static_cast<std::size_t>(shape.layers[l].in),
+                                                  static_cast<std::size_t>(shape.layers[l].out),
+                                                  geo[l].values_per_rank});
+    in.timing = probe.timing(static_cast<std::size_t>(ws.cfg.clients));
+    for (const auto r : candidates)
+        in.rank_candidates.push_back(static_cast<std::size_t>(r));
+    const auto choice = control::choose_rank(in, probe.controller_config());
+    nlohmann::json j;
+    j["chosen_rank"] = choice.rank;
+    j["proxy"] = choice.proxy;
+    for (const auto& c : choice.candidates) {
+        j["candidates"].push_back({{"rank", c.rank}, {"proxy", c.proxy}, {"truncation_error", c.truncation_error},
+                                   {"aggregation_nmse", c.aggregation_nmse}, {"latency_s", c.latency},
+                                   {"carriers", c.carriers}});
+        spdlog::info("offline rank stage: rank {:>3}: proxy {:.4g} (truncation {:.3g}, aggregation NMSE {:.3g}, "
+                     "latency {:.4g} s)", c.rank, c.proxy, c.truncation_error, c.aggregation_nmse, c.latency);
+    }
+    spdlog::info("offline rank stage: structural rank {} (configured lora.rank {})", choice.rank, ws.cfg.lora.rank);
+    if (static_cast<std::int64_t>(choice.rank) != ws.cfg.lora.rank) {
+        SimConfig cfg = ws.cfg;
+        cfg.lora.rank = static_cast<std::int64_t>(choice.rank);
+        ws = make_workspace(cfg);
+    }
+    ws.offline_rank = j.dump();
+}
 
 const std::vector<std::string>& round_columns() {
     static const std::vector<std::string> c = {
@@ -720,6 +780,9 @@ RunSummary run_rounds(const RunOptions& opt, Workspace& ws, ClientPool& pool) {
     j["resumed_from_round"] = sum.resumed_from;
     j["base_model"] = fs::absolute(task.base_path).string();
     j["adapter"] = sum.adapter_path;
+    j["lora_rank"] = cfg.lora.rank;
+    if (!ws.offline_rank.empty())
+        j["offline_rank"] = nlohmann::json::parse(ws.offline_rank);
     write_file_atomic(out / "summary.json", j.dump(2) + "\n");
     pool.finish();
     return sum;
@@ -729,6 +792,7 @@ RunSummary run_simulation(const RunOptions& opt) {
     opt.config.validate();
     check_run_folder(opt);  // before any pretraining: a wrong folder fails at once
     Workspace ws = make_workspace(opt.config);
+    apply_offline_rank(ws);
     LocalPool pool(ws);
     return run_rounds(opt, ws, pool);
 }

@@ -412,6 +412,7 @@ RunSummary run_server(const ServerOptions& o) {
                           "cannot checkpoint; fedlora server supports fedit and ffa (fedlora sim runs fedsa)");
     check_run_folder(o.run);
     Workspace ws = make_workspace(o.run.config);
+    apply_offline_rank(ws);
     const auto shape = initial_global(ws);
     RemotePool pool(o, ws, shape);
     return run_rounds(o.run, ws, pool);

@@ -25,6 +25,7 @@ constexpr std::uint64_t kTagChannel = 0x4348414e;    // "CHAN"
 constexpr std::uint64_t kTagNoise = 0x4e4f4953;      // "NOIS"
 constexpr std::uint64_t kTagQuantise = 0x5155414e;   // "QUAN"
 constexpr std::uint64_t kTagEstimate = 0x45535449;   // "ESTI"
+constexpr std::uint64_t kTagShadowing = 0x53484144;  // "SHAD"
 constexpr double kNoiseVar = 1e-3;                   // receiver noise per sample; SNRs are set relative to it
 
 double to_db(double x) { return 10.0 * std::log10(x); }
@@ -105,7 +106,7 @@ phy::MultiUserChannel round_channel(const SimConfig& cfg, const RadioRound& r, c
     ch.devices.resize(r.clients.size());
     for (std::size_t k = 0; k < r.clients.size(); ++k) {
         auto& d = ch.devices[k];
-        d.snr_db = client_mean_snr_db(cfg, r.clients[k]);
+        d.snr_db = client_round_snr_db(cfg, r.clients[k], r.round);
         d.profile = cfg.channel.profile;
         d.doppler_hz = cfg.channel.doppler_hz;
         d.cfo_hz = cfg.channel.cfo * num.subcarrier_spacing();
@@ -331,6 +332,18 @@ double client_mean_snr_db(const SimConfig& cfg, std::int64_t client) {
     // Own uniform draw (std::uniform_real_distribution is not specified bit-exactly across libraries).
     const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;
     return cfg.channel.snr_db + (2.0 * u - 1.0) * cfg.channel.snr_spread_db;
+}
+
+double client_round_snr_db(const SimConfig& cfg, std::int64_t client, std::int64_t round) {
+    const double mean = client_mean_snr_db(cfg, client);
+    if (cfg.channel.shadowing_db == 0.0)
+        return mean;
+    // Box-Muller on the engine's own uniforms (portable: no std distribution).
+    std::mt19937_64 rng(learn::mix_seed(cfg.seed, kTagShadowing, static_cast<std::uint64_t>(client),
+                                        static_cast<std::uint64_t>(round)));
+    const double u1 = (static_cast<double>(rng() >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+    const double u2 = static_cast<double>(rng() >> 11) * 0x1.0p-53;
+    return mean + cfg.channel.shadowing_db * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
 }
 
 std::unique_ptr<Radio> make_radio(const SimConfig& cfg) {

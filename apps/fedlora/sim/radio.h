@@ -62,5 +62,7 @@ std::unique_ptr<Radio> make_radio(const SimConfig& cfg);
 
 // The mean receive SNR (dB) of a client for the whole run: channel.snr_db + U(−spread, spread) from (seed, client).
 double client_mean_snr_db(const SimConfig& cfg, std::int64_t client);
+// Its mean SNR in one round: the above plus N(0, shadowing_db²) shadowing drawn from (seed, client, round).
+double client_round_snr_db(const SimConfig& cfg, std::int64_t client, std::int64_t round);
 
 }  // namespace fedlora::sim

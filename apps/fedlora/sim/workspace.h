@@ -35,7 +35,12 @@ struct Workspace {
     std::vector<std::int64_t> sizes;        // examples per client
     std::unique_ptr<learn::AggregationRule> rule;
     learn::TrainOptions train;
+    std::string offline_rank;               // TSFA's offline rank choice as JSON (empty: none made)
 };
+
+// TSFA's offline stage (controller.rank_candidates): chooses the structural rank from the channel statistics and
+// the latency budget, rebuilds the workspace with it when it differs from lora.rank, and records the choice.
+void apply_offline_rank(Workspace& ws);
 
 // Pretrains or loads the base, injects the adapters (initial A from the run's seed), loads the data and partitions
 // it. Throws ConfigError / std::runtime_error naming the problem.

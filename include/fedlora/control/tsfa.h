@@ -41,6 +41,10 @@ struct ControllerConfig {
     // keeps the backlog within a few rounds' budget.
     double v_weight = 1.0;
     double latency_budget = 1.0;   // T̄ > 0: long-term average latency per round (s)
+    // false: minimise V·Φ + Z·T (Neely's rule: the linear bound of the drift). true: minimise
+    // V·Φ + ½·max(Z + T − T̄, 0)², the exact one-round drift of L(Z) = Z²/2 (docs/math.md): it weighs latency
+    // even when the queue is empty, so a fresh controller does not overshoot the budget in its first rounds.
+    bool exact_drift = false;
     // Candidate ratios, each in (0, 1]. Empty: {1/r, 2/r, …, 1} with r the largest rank of the round's layers.
     std::vector<double> rho_grid;
     ModelConfig model;
@@ -91,6 +95,8 @@ protected:
     // The grid of ratios for a round (config or default).
     std::vector<double> rho_grid(const RoundInput& input) const;
     Decision finish(const Prediction& p, double objective, std::size_t candidates) const;
+    // V·Φ + Z·T, or V·Φ + ½·max(Z + T − T̄, 0)² with exact_drift.
+    double objective(double v, double z, const Prediction& p) const;
 
     ControllerConfig config_;
     VirtualQueue queue_;
