@@ -33,6 +33,7 @@
 
 #include "bench_train_step_py.h"
 #include "commands.h"
+#include "temp_dir.h"
 #include "fedlora/learn/blas.h"
 #include "fedlora/learn/flops.h"
 #include "fedlora/learn/models.h"
@@ -56,30 +57,6 @@ struct BenchTrainOpts {
     std::int64_t rank = 8;
     double alpha = 16.0;
     std::string python = FEDLORA_PYTHON;
-};
-
-// A temporary directory removed with everything in it when the object goes.
-class TempDir {
-public:
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "fedlora-bench-train-XXXXXX").string();
-        std::vector<char> buf(tmpl.begin(), tmpl.end());
-        buf.push_back('\0');
-        if (!::mkdtemp(buf.data()))
-            throw std::runtime_error("cannot create a temporary directory in " + fs::temp_directory_path().string() +
-                                     ": " + std::strerror(errno));
-        path_ = buf.data();
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
-private:
-    std::string path_;
 };
 
 std::string read_text(const std::string& path) {
@@ -398,7 +375,7 @@ void add_bench_train(CLI::App& bench, int& exit_code) {
                     "the step's matrix products analytically (flops.h)\n",
                     peak.gflops, threads);
         std::fflush(stdout);
-        TempDir dir;
+        TempDir dir("fedlora-bench-train");
         for (const std::string task : {"vision", "text"})
             if (o->task == "both" || o->task == task)
                 bench_one(*o, task, threads, peak.gflops, dir);

@@ -28,16 +28,7 @@ struct ServerCli {
 };
 
 int run_server(ServerCli& c) {
-    sim::SimConfig cfg;
-    if (!c.config_file.empty())
-        sim::load_yaml_file(cfg, c.config_file);
-    if (!c.mode.empty())
-        sim::set_key(cfg, "mode", c.mode);
-    if (!c.task.empty())
-        sim::set_key(cfg, "task", c.task);
-    for (const auto& s : c.sets)
-        sim::apply_override(cfg, s);
-    cfg.validate();
+    const auto cfg = sim::resolve_config({c.config_file, c.mode, c.task, nullptr, c.sets});
     c.o.run.config = cfg;
     c.o.run.out_dir = c.out.empty() ? "runs/" + cfg.task + "-" + cfg.mode + "-server-seed" + std::to_string(cfg.seed)
                                     : c.out;

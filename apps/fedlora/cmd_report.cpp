@@ -34,6 +34,7 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.h"
+#include "temp_dir.h"
 #include "report_plots_py.h"
 
 extern char** environ;
@@ -700,30 +701,6 @@ std::vector<Plot> make_plots(const std::vector<Run>& runs, const fs::path& out) 
     return plots;
 }
 
-// A temporary directory removed with everything in it when the object goes.
-class ScratchDir {
-public:
-    ScratchDir() {
-        std::string tmpl = (fs::temp_directory_path() / "fedlora-report-XXXXXX").string();
-        std::vector<char> buf(tmpl.begin(), tmpl.end());
-        buf.push_back('\0');
-        if (!::mkdtemp(buf.data()))
-            throw std::runtime_error("cannot create a temporary directory in " + fs::temp_directory_path().string() +
-                                     ": " + std::strerror(errno));
-        path_ = buf.data();
-    }
-    ~ScratchDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    ScratchDir(const ScratchDir&) = delete;
-    ScratchDir& operator=(const ScratchDir&) = delete;
-    fs::path file(const std::string& name) const { return fs::path(path_) / name; }
-
-private:
-    std::string path_;
-};
-
 void write_text(const fs::path& p, const std::string& text) {
     std::ofstream f(p, std::ios::binary);
     f << text;
@@ -737,7 +714,7 @@ constexpr int kNoMatplotlib = 3;
 
 // Draws `plots` (those with at least one series) with the embedded script.
 void draw(const std::vector<Plot>& plots, const std::string& python) {
-    ScratchDir dir;
+    TempDir dir("fedlora-report");
     const fs::path script = dir.file("report_plots.py"), data = dir.file("plots.json"), log = dir.file("python.log");
     write_text(script, kReportPlotsPy);
     json spec;

@@ -31,21 +31,8 @@ struct SimCli {
     bool print_config = false;
 };
 
-// The configuration from the layers: defaults < --config < --mode/--task/--seed < --set.
 sim::SimConfig resolve(const SimCli& c) {
-    sim::SimConfig cfg;
-    if (!c.config_file.empty())
-        sim::load_yaml_file(cfg, c.config_file);
-    if (!c.mode.empty())
-        sim::set_key(cfg, "mode", c.mode);
-    if (!c.task.empty())
-        sim::set_key(cfg, "task", c.task);
-    if (c.seed_given)
-        cfg.seed = c.seed;
-    for (const auto& s : c.sets)
-        sim::apply_override(cfg, s);
-    cfg.validate();
-    return cfg;
+    return sim::resolve_config({c.config_file, c.mode, c.task, c.seed_given ? &c.seed : nullptr, c.sets});
 }
 
 std::string default_out(const sim::SimConfig& cfg) {

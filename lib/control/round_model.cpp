@@ -8,29 +8,17 @@
 #include <numeric>
 #include <stdexcept>
 
+#include "checks.h"
+
 namespace fedlora::control {
 
 namespace {
 
-std::string fmt(double x) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.6g", x);
-    return buf;
-}
-
-[[noreturn]] void fail(const std::string& what) { throw std::invalid_argument("control: " + what); }
-
-void require_finite_nonneg(double x, const std::string& field) {
-    if (!std::isfinite(x) || x < 0.0)
-        fail(field + " = " + fmt(x) + " must be finite and >= 0");
-}
-
-void require_finite_pos(double x, const std::string& field) {
-    if (!std::isfinite(x) || !(x > 0.0))
-        fail(field + " = " + fmt(x) + " must be finite and > 0");
-}
-
-std::string at(const std::string& name, std::size_t i) { return name + "[" + std::to_string(i) + "]"; }
+using detail::at;
+using detail::fail;
+using detail::fmt;
+using detail::require_finite_nonneg;
+using detail::require_finite_pos;
 
 // ⌈n / m⌉ for m ≥ 1.
 std::size_t ceil_div(std::size_t n, std::size_t m) { return (n + m - 1) / m; }

@@ -541,6 +541,22 @@ std::string to_yaml(const SimConfig& cfg) {
     return std::string(out.c_str()) + "\n";
 }
 
+SimConfig resolve_config(const ConfigSources& src) {
+    SimConfig cfg;
+    if (!src.file.empty())
+        load_yaml_file(cfg, src.file);
+    if (!src.mode.empty())
+        set_key(cfg, "mode", src.mode);
+    if (!src.task.empty())
+        set_key(cfg, "task", src.task);
+    if (src.seed)
+        cfg.seed = *src.seed;
+    for (const auto& s : src.sets)
+        apply_override(cfg, s);
+    cfg.validate();
+    return cfg;
+}
+
 std::string config_help() {
     SimConfig defaults;
     std::string s;

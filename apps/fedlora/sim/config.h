@@ -149,6 +149,17 @@ void load_yaml_file(SimConfig& cfg, const std::string& path);
 void load_yaml_text(SimConfig& cfg, const std::string& text, const std::string& origin = "config");
 // The whole configuration as YAML (nested maps, every key).
 std::string to_yaml(const SimConfig& cfg);
+// The configuration from its layers, as the CLI gives them: defaults < YAML file < the --mode / --task / --seed
+// shortcuts < --set overrides (in order); validated. Empty strings and a null seed leave a layer out.
+struct ConfigSources {
+    std::string file;
+    std::string mode;
+    std::string task;
+    const std::uint64_t* seed = nullptr;
+    std::vector<std::string> sets;
+};
+SimConfig resolve_config(const ConfigSources& sources);
+
 // One line per key: "key (default): meaning".
 std::string config_help();
 // Every key, in order.
