@@ -480,8 +480,7 @@ RunSummary run_rounds(const RunOptions& opt, Workspace& ws, ClientPool& pool) {
                 const auto comma = line.find(',');
                 if (comma == std::string::npos)
                     continue;
-                char* end = nullptr;
-                const long long r = std::strtoll(line.substr(0, comma).c_str(), &end, 10);
+                const long long r = std::strtoll(line.substr(0, comma).c_str(), nullptr, 10);
                 if (r >= 1 && r <= start_round)
                     text += line + "\n";
             }

@@ -174,8 +174,9 @@ std::pair<std::int64_t, std::int64_t> fault_point(const char* variable) {
         return {-1, -1};
     const std::string v = f;
     const auto colon = v.find(':');
+    const std::string when = v.substr(0, colon);  // named: `end` points into it
     char* end = nullptr;
-    const long long round = colon == std::string::npos ? 0 : std::strtoll(v.substr(0, colon).c_str(), &end, 10);
+    const long long round = colon == std::string::npos ? 0 : std::strtoll(when.c_str(), &end, 10);
     if (colon == std::string::npos || round < 1 || *end)
         throw ConfigError(std::string(variable) + "='" + v + "': expected ROUND:CLIENT or ROUND:server");
     const std::string who = v.substr(colon + 1);
