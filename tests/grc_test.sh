@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Compiles every flowgraphs/*.grc with grcc against the build tree's gr-fedlora blocks, then runs the OFDM
-# loopback and the multi-user channel flowgraphs headless and checks their outputs (numpy).
+# loopback, the multi-user channel and the AirComp loopback flowgraphs headless and checks their outputs (numpy);
+# the AirComp loopback's aggregate must equal fedlora_phy's aircomp_round_waveform for the same updates and channel
+# seed, bit for bit.
 # Usage: grc_test.sh <source dir> <gr-fedlora grc dir> <build-tree PYTHONPATH>
 set -euo pipefail
 src=$1 grc_dir=$2 pypath=$3
@@ -43,3 +45,37 @@ power = float(np.mean(np.abs(y) ** 2))
 print(f"channel flowgraph: {y.size} samples, mean power {power:.3g} (noise 1e-3)")
 assert 0.01 < power < 2.0, power
 PY
+
+# The AirComp loopback: three transmitters -> channel -> server receiver, one round. Its aggregate against the
+# in-process simulator (kernel_aircomp_round_waveform) on the same updates and channel seed, for two seeds.
+for seeds in "7 5" "11 3"; do
+  set -- $seeds
+  /usr/bin/python3 "$work/aircomp_loopback.py" --seed "$1" --update-seed "$2" --out-file "$work/agg.f32" \
+    > "$work/loopback.log" 2>&1 || { cat "$work/loopback.log"; exit 1; }
+  grep '^quality:' "$work/loopback.log"
+  /usr/bin/python3 - "$work/agg.f32" "$1" "$2" <<'PY'
+import sys
+import numpy as np
+from gnuradio import fedlora
+from gnuradio.fedlora import aircomp
+fedlora.set_fft_planning("estimate")  # as the flowgraph does
+got = np.fromfile(sys.argv[1], dtype=np.float32)
+seed, update_seed = int(sys.argv[2]), int(sys.argv[3])
+K, dim, fs, lead = 3, 3001, 15.36e6, 300
+frame = dict(fft_size=256, cp_len=32, n_occupied=200, pilot_spacing=20, sample_rate=fs, gap=2048, pilot_repeats=2,
+             reference_interval=8)
+# The reference raises a gap below receiver_min_gap; the flowgraph's must already be enough.
+assert frame["gap"] >= fedlora.receiver_min_gap(256, 32, 200, 20, fs, 0)
+updates = aircomp.make_updates(K, dim, update_seed)
+_, _, scale = aircomp.round_messages(updates)
+channel = fedlora.channel_kernel(n_devices=K, n_tx=1, n_rx=1, sample_rate=fs, snr_db=[20.0], profile="EPA",
+                                 fading="rayleigh", cfo_hz=[3000.0], noise_variance=0.01, seed=seed)
+want, report = fedlora.kernel_aircomp_round_waveform(updates, [1.0 / K] * K, scale, channel, lead=lead,
+                                                     policy="truncated", estimator="sparse", **frame)
+assert got.size == want.size == dim, (got.size, want.size)
+diff = float(np.max(np.abs(got - want)))
+print(f"aircomp loopback (channel seed {seed}, update seed {update_seed}): {dim} values, max |flowgraph - "
+      f"aircomp_round_waveform| = {diff:.3g}, NMSE {10 * np.log10(report['nmse_measured']):.2f} dB")
+assert np.array_equal(got, want), diff
+PY
+done

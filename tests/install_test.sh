@@ -14,6 +14,10 @@ from gnuradio import fedlora
 prefix = sys.argv[1]
 assert fedlora.__file__.startswith(prefix), fedlora.__file__
 fedlora.ofdm_modulator(64, 16, 48)
+fedlora.aircomp_transmitter()
+fedlora.aircomp_receiver()
+from gnuradio.fedlora import aircomp
+assert aircomp.__file__.startswith(prefix), aircomp.__file__
 from gnuradio import gr
 from gnuradio.grc.core.platform import Platform
 os.environ["GRC_BLOCKS_PATH"] = os.path.join(prefix, "share/gnuradio/grc/blocks")

@@ -96,11 +96,14 @@ double update_rms(const float* x, std::size_t dim, const std::vector<std::uint32
 std::vector<double> symbol_powers(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
                                   const AircompCodec& codec) {
     std::vector<double> v(updates.size());
-    for (std::size_t k = 0; k < updates.size(); ++k) {
-        const double a = weights[k] * update_rms(updates[k].data(), codec.dim, codec.support) / codec.scale;
-        v[k] = std::max(2.0 * a * a, 1e-30);
-    }
+    for (std::size_t k = 0; k < updates.size(); ++k)
+        v[k] = symbol_power(weights[k], update_rms(updates[k].data(), codec.dim, codec.support), codec.scale);
     return v;
+}
+
+double symbol_power(double weight, double rms, double scale) {
+    const double a = weight * rms / scale;
+    return std::max(2.0 * a * a, 1e-30);
 }
 
 std::pair<double, double> sum_error(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,

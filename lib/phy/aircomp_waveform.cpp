@@ -7,8 +7,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "fedlora/phy/aircomp_round.h"
 #include "fedlora/phy/mimo.h"
-#include "fedlora/phy/sync.h"
+#include "round_plan.h"
 
 namespace fedlora::phy {
 
@@ -16,41 +17,6 @@ namespace {
 
 using cf = std::complex<float>;
 using cd = std::complex<double>;
-
-// Channels of every (device, rx, tx) link on the occupied carriers: h[((k·R + r)·T + a)·M + m].
-struct Channels {
-    std::size_t K = 0, R = 0, T = 0, M = 0;
-    std::vector<cd> h;
-    cd& at(std::size_t k, std::size_t r, std::size_t a, std::size_t m) { return h[((k * R + r) * T + a) * M + m]; }
-    cd at(std::size_t k, std::size_t r, std::size_t a, std::size_t m) const { return h[((k * R + r) * T + a) * M + m]; }
-    Eigen::MatrixXcd matrix(std::size_t k, std::size_t m) const {
-        Eigen::MatrixXcd x(static_cast<Eigen::Index>(R), static_cast<Eigen::Index>(T));
-        for (std::size_t r = 0; r < R; ++r)
-            for (std::size_t a = 0; a < T; ++a)
-                x(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(a)) = at(k, r, a, m);
-        return x;
-    }
-};
-
-// Σ over links of |h_k[m]|², [k · M + m]: the per-carrier CSI a receiver reports.
-std::vector<double> link_gains(const Channels& c) {
-    std::vector<double> g(c.K * c.M, 0.0);
-    for (std::size_t k = 0; k < c.K; ++k)
-        for (std::size_t r = 0; r < c.R; ++r)
-            for (std::size_t a = 0; a < c.T; ++a)
-                for (std::size_t m = 0; m < c.M; ++m)
-                    g[k * c.M + m] += std::norm(c.at(k, r, a, m));
-    return g;
-}
-
-// What the server decides for a round, in the general (multi-stream) form. Single-stream is L = T = R = 1 with
-// precoder b_k[m] and combiner 1/√η_m.
-struct Plan {
-    std::size_t L = 1;
-    std::vector<std::vector<cd>> precoders;  // per device: [(m·T + a)·L + l]
-    std::vector<cd> combiner;                // [(m·L + l)·R + r]
-    double truncated_fraction = 0.0;
-};
 
 // Runs the device streams `tx` (K·T streams, same length) through the channel and appends to rx[r].
 void through_channel(MultiUserChannel& ch, const std::vector<std::vector<cf>>& tx, std::vector<std::vector<cf>>& rx) {
@@ -67,129 +33,27 @@ void through_channel(MultiUserChannel& ch, const std::vector<std::vector<cf>>& t
     ch.process(in.data(), out.data(), n);
 }
 
-Channels true_channels(const MultiUserChannel& ch, const Numerology& num, double reference_delay) {
-    Channels c;
-    c.K = static_cast<std::size_t>(ch.n_devices());
-    c.R = static_cast<std::size_t>(ch.n_rx());
-    c.T = static_cast<std::size_t>(ch.n_tx());
-    c.M = static_cast<std::size_t>(num.n_occupied);
-    c.h.resize(c.K * c.R * c.T * c.M);
-    std::vector<cf> buf(c.M);
-    for (std::size_t k = 0; k < c.K; ++k)
-        for (std::size_t r = 0; r < c.R; ++r)
-            for (std::size_t a = 0; a < c.T; ++a) {
+LinkChannels true_channels(const MultiUserChannel& ch, const Numerology& num, double reference_delay) {
+    LinkChannels c;
+    c.resize(static_cast<std::size_t>(ch.n_devices()), static_cast<std::size_t>(ch.n_rx()),
+             static_cast<std::size_t>(ch.n_tx()), static_cast<std::size_t>(num.n_occupied));
+    std::vector<cf> buf(c.n_carriers);
+    for (std::size_t k = 0; k < c.n_devices; ++k)
+        for (std::size_t r = 0; r < c.n_rx; ++r)
+            for (std::size_t a = 0; a < c.n_tx; ++a) {
                 ch.frequency_response(num, static_cast<int>(k), static_cast<int>(r), static_cast<int>(a), buf.data(),
                                       reference_delay);
-                for (std::size_t m = 0; m < c.M; ++m)
+                for (std::size_t m = 0; m < c.n_carriers; ++m)
                     c.at(k, r, a, m) = cd(buf[m]);
             }
     return c;
 }
 
-Plan single_stream_plan(const Channels& h, const PowerControlConfig& pc) {
-    const std::size_t K = h.K, M = h.M;
-    std::vector<cd> hk(K * M);
-    for (std::size_t k = 0; k < K; ++k)
-        for (std::size_t m = 0; m < M; ++m)
-            hk[k * M + m] = h.at(k, 0, 0, m);
-    const auto pp = plan_power(hk, K, M, pc);
-    Plan p;
-    p.precoders.assign(K, std::vector<cd>(M));
-    for (std::size_t k = 0; k < K; ++k)
-        for (std::size_t m = 0; m < M; ++m)
-            p.precoders[k][m] = pp.b(k, m);
-    p.combiner.resize(M);
-    for (std::size_t m = 0; m < M; ++m)
-        p.combiner[m] = 1.0 / std::sqrt(pp.eta[m]);
-    p.truncated_fraction = pp.truncated_fraction;
-    return p;
-}
-
-// Per-subcarrier MIMO designs. Each subcarrier starts from warm[m] if given, else from the previous subcarrier's
-// beamformer (neighbouring subcarriers have similar channels). beamformers receives the A of every subcarrier.
-Plan multi_stream_plan(const Channels& h, std::size_t L, const PowerControlConfig& pc, int iterations,
-                       const std::vector<Eigen::MatrixXcd>* warm, std::vector<Eigen::MatrixXcd>* beamformers) {
-    MimoConfig mc;
-    mc.n_streams = L;
-    mc.noise_var = pc.noise_var;
-    mc.budget = pc.budget;
-    mc.signal_var = pc.signal_var;
-    mc.csi_error_var = pc.csi_error_var;
-    mc.max_iterations = iterations;
-    Plan p;
-    p.L = L;
-    p.precoders.assign(h.K, std::vector<cd>(h.M * h.T * L));
-    p.combiner.resize(h.M * L * h.R);
-    std::vector<Eigen::MatrixXcd> hm(h.K);
-    Eigen::MatrixXcd prev;
-    for (std::size_t m = 0; m < h.M; ++m) {
-        for (std::size_t k = 0; k < h.K; ++k)
-            hm[k] = h.matrix(k, m);
-        const Eigen::MatrixXcd* start = warm ? &(*warm)[m] : (m == 0 ? nullptr : &prev);
-        const auto d = mimo_design(hm, mc, start);
-        prev = d.A;
-        if (beamformers)
-            beamformers->push_back(d.A);
-        for (std::size_t k = 0; k < h.K; ++k)
-            for (std::size_t a = 0; a < h.T; ++a)
-                for (std::size_t l = 0; l < L; ++l)
-                    p.precoders[k][(m * h.T + a) * L + l] =
-                        d.B[k](static_cast<Eigen::Index>(a), static_cast<Eigen::Index>(l));
-        for (std::size_t l = 0; l < L; ++l)
-            for (std::size_t r = 0; r < h.R; ++r)
-                p.combiner[(m * L + l) * h.R + r] =
-                    std::conj(d.A(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(l))) / std::sqrt(d.eta);
-    }
-    return p;
-}
-
-// G[m] = W[m] Σ_k H_k[m] P_k[m] (L × L): the response the plan gives on the channels h.
-std::vector<cd> response(const Plan& p, const Channels& h) {
-    const std::size_t L = p.L;
-    std::vector<cd> g(h.M * L * L, cd{});
-    for (std::size_t m = 0; m < h.M; ++m)
-        for (std::size_t k = 0; k < h.K; ++k)
-            for (std::size_t l = 0; l < L; ++l)
-                for (std::size_t l2 = 0; l2 < L; ++l2) {
-                    cd v = 0.0;
-                    for (std::size_t r = 0; r < h.R; ++r)
-                        for (std::size_t a = 0; a < h.T; ++a)
-                            v += p.combiner[(m * L + l) * h.R + r] * h.at(k, r, a, m) *
-                                 p.precoders[k][(m * h.T + a) * L + l2];
-                    g[(m * L + l) * L + l2] += v;
-                }
-    return g;
-}
-
-// Expected error energy per (carrier, stream) of a plan on channels h with independent symbols of power v_k and
-// noise σ²: E|e_l|² = Σ_k v_k Σ_l2 |(W H_k P_k)(l, l2) − δ(l, l2)|² + σ² Σ_r |W(l, r)|².
-std::vector<double> stream_mse(const Plan& p, const Channels& h, const std::vector<double>& v, double noise_var) {
-    const std::size_t L = p.L;
-    std::vector<double> e(h.M * L, 0.0);
-    for (std::size_t m = 0; m < h.M; ++m)
-        for (std::size_t l = 0; l < L; ++l) {
-            double acc = 0.0;
-            for (std::size_t r = 0; r < h.R; ++r)
-                acc += noise_var * std::norm(p.combiner[(m * L + l) * h.R + r]);
-            for (std::size_t k = 0; k < h.K; ++k)
-                for (std::size_t l2 = 0; l2 < L; ++l2) {
-                    cd g = 0.0;
-                    for (std::size_t r = 0; r < h.R; ++r)
-                        for (std::size_t a = 0; a < h.T; ++a)
-                            g += p.combiner[(m * L + l) * h.R + r] * h.at(k, r, a, m) *
-                                 p.precoders[k][(m * h.T + a) * L + l2];
-                    acc += v[k] * std::norm(g - (l == l2 ? 1.0 : 0.0));
-                }
-            e[m * L + l] = acc;
-        }
-    return e;
-}
-
 // NMSE the plan should give: the per-(carrier, stream) errors summed over the symbols the payload uses.
-double analytic_nmse(const Plan& p, const Channels& h, const std::vector<double>& v, double noise_var,
+double analytic_nmse(const RoundPlan& p, const LinkChannels& h, const std::vector<double>& v, double noise_var,
                      const std::vector<int>& data_pos, std::size_t n_sym, double scale, double ref) {
-    const auto e = stream_mse(p, h, v, noise_var);
-    const std::size_t n_data = data_pos.size(), L = p.L;
+    const auto e = plan_stream_mse(p, h, v, noise_var);
+    const std::size_t n_data = data_pos.size(), L = p.n_streams;
     double total = 0.0;
     for (std::size_t s = 0; s < n_sym; ++s) {
         const std::size_t l = (s / n_data) % L, j = s % n_data;
@@ -207,10 +71,10 @@ std::vector<double> pilot_powers(const PowerControlConfig& pc, std::size_t n_tx)
 }
 
 // Each device's mean per-carrier receive SNR over its links at pilot power, in dB.
-std::vector<double> device_snr_db(const Channels& h, const std::vector<double>& pilot_power, double noise_var) {
-    const std::size_t links = h.R * h.T * h.M;
-    std::vector<double> snr(h.K);
-    for (std::size_t k = 0; k < h.K; ++k) {
+std::vector<double> device_snr_db(const LinkChannels& h, const std::vector<double>& pilot_power, double noise_var) {
+    const std::size_t links = h.n_rx * h.n_tx * h.n_carriers;
+    std::vector<double> snr(h.n_devices);
+    for (std::size_t k = 0; k < h.n_devices; ++k) {
         double g = 0.0;
         for (std::size_t i = 0; i < links; ++i)
             g += std::norm(h.h[k * links + i]);
@@ -279,21 +143,26 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
     const auto [K, L, T, R, M, n_data, n_sym, n_ofdm, mimo, data_pos] = shape;
     const int backoff = cfg.timing_backoff < 0 ? num.cp_len / 8 : cfg.timing_backoff;
 
-    SyncConfig sc;
-    sc.numerology = num;
-    sc.preamble_seed = fc.preamble_seed;
-    Synchronizer sync(sc);
+    // The same pieces a flowgraph runs (aircomp_round.h): device transmitters, the channel, the server's
+    // streaming receiver and the round planner.
     FrameConfig frame = fc;
-    frame.gap = std::max(fc.gap, sync.max_latency() + static_cast<std::size_t>(channel.bulk_delay()) + 64);
+    frame.gap = std::max(fc.gap, receiver_min_gap(fc, static_cast<std::size_t>(channel.bulk_delay())));
     const FrameLayout layout(frame);
-    FrameReceiver receiver(frame, cfg.estimator, backoff);
+    const auto pilot_power = pilot_powers(cfg.power, T);
+    AircompReceiverConfig rc;
+    rc.frame = frame;
+    rc.n_rx = R;
+    rc.estimator = cfg.estimator;
+    rc.timing_backoff = backoff;
+    rc.pilot_power = pilot_power;
+    AircompReceiver receiver(rc);
 
     // --- pilot burst: every device from sample `lead` on the common timeline --------------------------------
     const std::size_t burst = cfg.lead + layout.pilots_end() + frame.gap;
     std::vector<std::vector<cf>> tx(K * T, std::vector<cf>(burst, cf{}));
     std::vector<std::vector<cf>> one(T, std::vector<cf>(layout.pilots_end()));
     for (std::size_t k = 0; k < K; ++k) {
-        DeviceTransmitter dev(frame, k, cfg.power.budget[k] / static_cast<double>(T));
+        DeviceTransmitter dev(frame, k, pilot_power[k]);
         dev.pilot_burst(one);
         for (std::size_t a = 0; a < T; ++a)
             std::copy(one[a].begin(), one[a].end(), tx[k * T + a].begin() + static_cast<std::ptrdiff_t>(cfg.lead));
@@ -303,44 +172,31 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
         r.reserve(burst + n_ofdm * layout.symbol_len());
     through_channel(channel, tx, rx);
 
-    WaveformReport rep;
-    std::size_t start = cfg.lead;
-    double cfo_rad = 0.0;
-    if (!cfg.perfect_csi) {
-        std::vector<SyncDetection> det;
-        det.reserve(sync.max_detections(rx[0].size()));
-        sync.process(rx[0].data(), rx[0].size(), det);
-        if (det.empty())
-            throw std::runtime_error("waveform round: the synchroniser found no frame in " +
-                                     std::to_string(rx[0].size()) + " samples (SNR too low for the preamble?)");
-        start = static_cast<std::size_t>(det.front().start);
-        cfo_rad = det.front().cfo_rad_per_sample;
-        rep.cfo_estimate = det.front().cfo;
-    }
-    rep.detected_start = static_cast<double>(start);
-    if (start < static_cast<std::size_t>(backoff))
-        throw std::runtime_error("waveform round: frame detected at sample " + std::to_string(start) +
-                                 ", earlier than the timing backoff");
-    // Common CFO removed from the frame start on, on every antenna, phase-continuous into the payload.
-    const std::size_t fix_from = start - static_cast<std::size_t>(backoff);
-    auto correct_all = [&](double omega, double phase, std::size_t from) {
-        double end_phase = phase;
-        for (auto& r : rx) {
-            CfoCorrector c(omega, phase);
-            c.apply(r.data() + from, r.data() + from, r.size() - from);
-            end_phase = c.phase();
-        }
-        return end_phase;
+    // --- server: synchronisation, CFO, channel estimation, from the samples before the payload ---------------
+    if (cfg.perfect_csi)
+        receiver.expect_frame_at(cfg.lead, false);
+    std::vector<const cf*> at(R);
+    auto feed = [&](std::size_t from) {
+        for (std::size_t r = 0; r < R; ++r)
+            at[r] = rx[r].data() + from;
+        return from + receiver.consume(at.data(), rx[0].size() - from);
     };
-    double cfo_phase = correct_all(cfo_rad, 0.0, fix_from);
-    if (!cfg.perfect_csi) {
-        // Refine with the residual CFO between preamble and postamble, so that every device's channel estimate
-        // refers to the same phase reference whatever its slot.
-        const double residual = receiver.residual_cfo(rx[0], start);
-        rep.cfo_estimate += residual * num.fft_size / (2.0 * M_PI);
-        cfo_phase += correct_all(residual, 0.0, fix_from);
-        cfo_rad += residual;
-    }
+    const std::size_t used = feed(0);
+    if (receiver.stage() == AircompReceiver::Stage::Searching)
+        throw std::runtime_error("waveform round: the synchroniser found no frame in " + std::to_string(burst) +
+                                 " samples (SNR too low for the preamble?" +
+                                 (receiver.skipped_detections()
+                                      ? " " + std::to_string(receiver.skipped_detections()) +
+                                            " detection(s) came earlier than the timing backoff)"
+                                      : std::string(")")));
+    if (receiver.stage() != AircompReceiver::Stage::NeedPlan)
+        throw std::invalid_argument("waveform round: the pilot section of the frame at " +
+                                    std::to_string(receiver.frame_start()) + " does not fit in the " +
+                                    std::to_string(burst) + " received samples");
+    WaveformReport rep;
+    const auto start = static_cast<std::size_t>(receiver.frame_start());
+    rep.detected_start = static_cast<double>(start);
+    rep.cfo_estimate = receiver.cfo();
 
     // --- channel state: from the pilots, or the truth -------------------------------------------------------
     const double ref_delay = static_cast<double>(start) - backoff - static_cast<double>(cfg.lead);
@@ -348,36 +204,23 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
     const double noise_true = channel.config().noise_variance;
     PowerControlConfig pc = cfg.power;
     pc.signal_var = symbol_powers(updates, weights, codec);
-    const auto pilot_power = pilot_powers(cfg.power, T);
     rep.device_snr_db = device_snr_db(h_true, pilot_power, noise_true);
-    Channels h_used = h_true;
+    LinkChannels h_used = h_true;
     if (cfg.perfect_csi) {
         pc.noise_var = noise_true;
     } else {
-        double nv = 0.0;
-        rep.device_snr_db_estimated.assign(K, 0.0);
-        pc.csi_error_var.assign(K, 0.0);
-        std::vector<ChannelEstimate> est;
-        for (std::size_t r = 0; r < R; ++r) {
-            receiver.estimate_channels(rx[r], start, pilot_power, est);
-            for (std::size_t k = 0; k < K; ++k)
-                for (std::size_t a = 0; a < T; ++a) {
-                    const auto& e = est[k * T + a];
-                    for (std::size_t m = 0; m < M; ++m)
-                        h_used.at(k, r, a, m) = cd(e.h[m]);
-                    const double share = 1.0 / static_cast<double>(R * T);
-                    nv += e.noise_var * share / static_cast<double>(K);
-                    pc.csi_error_var[k] += e.error_var * share;
-                    rep.device_snr_db_estimated[k] += e.snr_db * share;
-                }
-        }
-        pc.noise_var = nv;
+        const auto& csi = receiver.csi();
+        h_used = csi.h;
+        pc.noise_var = csi.noise_var;
+        pc.csi_error_var = csi.error_var;
+        rep.device_snr_db_estimated = csi.snr_db;
     }
     rep.noise_var_estimated = pc.noise_var;
-    rep.csi_gain = link_gains(h_used);
+    rep.csi_gain = h_used.gains();
     std::vector<Eigen::MatrixXcd> beamformers;
-    const Plan plan = mimo ? multi_stream_plan(h_used, L, pc, cfg.mimo_iterations, nullptr, &beamformers)
-                           : single_stream_plan(h_used, pc);
+    const RoundPlan plan =
+        detail::plan_round(h_used, mimo ? L : 0, pc, cfg.mimo_iterations, nullptr, mimo ? &beamformers : nullptr);
+    receiver.set_plan(plan.combiner, plan_response(plan, h_used), L, n_ofdm);
 
     // --- payload: every device encodes, precodes and transmits at once ---------------------------------------
     std::vector<cf> sym(n_ofdm * L * n_data, cf{});
@@ -390,15 +233,16 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
         for (std::size_t a = 0; a < T; ++a)
             tx[k * T + a].assign(wave[a].begin(), wave[a].end());
     }
-    const std::size_t before = rx[0].size();
     through_channel(channel, tx, rx);
-    correct_all(cfo_rad, cfo_phase, before);
 
     // --- receive: combining, common phase, decoding ------------------------------------------------------------
-    std::vector<cf> data;
-    rep.mean_cpe_rad = receiver.payload(rx, start, n_ofdm, L, plan.combiner, response(plan, h_used), data);
+    feed(used);
+    if (receiver.stage() != AircompReceiver::Stage::Done)
+        throw std::invalid_argument("waveform round: the payload of the frame detected at " + std::to_string(start) +
+                                    " does not fit in the " + std::to_string(rx[0].size()) + " received samples");
+    rep.mean_cpe_rad = receiver.mean_cpe_rad();
     estimate.resize(codec.dim);
-    codec.decode(data.data(), estimate.data());
+    codec.decode(receiver.data().data(), estimate.data());
 
     const auto [err, ref] = sum_error(updates, weights, codec, estimate);
     rep.nmse_measured = ref > 0.0 ? err / ref : 0.0;
@@ -408,16 +252,17 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
     auto pc_true = pc;
     pc_true.noise_var = noise_true;
     pc_true.csi_error_var.clear();
-    const Plan plan_true = cfg.perfect_csi ? plan
-                           : mimo ? multi_stream_plan(h_true, L, pc_true, cfg.mimo_iterations, &beamformers, nullptr)
-                                  : single_stream_plan(h_true, pc_true);
+    const RoundPlan plan_true =
+        cfg.perfect_csi ? plan
+                        : detail::plan_round(h_true, mimo ? L : 0, pc_true, cfg.mimo_iterations,
+                                             mimo ? &beamformers : nullptr, nullptr);
     rep.nmse_analytic = analytic_nmse(plan_true, h_true, pc.signal_var, noise_true, data_pos, n_sym, codec.scale, ref);
     // The plan actually used, evaluated on the true channels turned to the estimates' common phase (the absolute
     // phase of the estimates is arbitrary: the receiver removes the common phase on the payload pilots).
     cd align = 0.0;
     for (std::size_t i = 0; i < h_true.h.size(); ++i)
         align += h_used.h[i] * std::conj(h_true.h[i]);
-    Channels h_aligned = h_true;
+    LinkChannels h_aligned = h_true;
     if (std::abs(align) > 0.0)
         for (auto& v : h_aligned.h)
             v *= align / std::abs(align);
@@ -453,7 +298,7 @@ WaveformReport aircomp_round_effective(const std::vector<std::vector<float>>& up
     const auto pilot_power = pilot_powers(cfg.power, T);
     WaveformReport rep;
     rep.device_snr_db = device_snr_db(h_true, pilot_power, noise);
-    Channels h_used = h_true;
+    LinkChannels h_used = h_true;
     if (!cfg.perfect_csi) {
         const int window = (cfg.estimator.pre_delay < 0 ? num.cp_len / 8 : cfg.estimator.pre_delay) +
                            (cfg.estimator.max_delay < 0 ? num.cp_len : cfg.estimator.max_delay);
@@ -478,10 +323,10 @@ WaveformReport aircomp_round_effective(const std::vector<std::vector<float>>& up
         }
     }
     rep.noise_var_estimated = noise;
-    rep.csi_gain = link_gains(h_used);
+    rep.csi_gain = h_used.gains();
     std::vector<Eigen::MatrixXcd> beamformers;
-    const Plan plan = mimo ? multi_stream_plan(h_used, L, pc, cfg.mimo_iterations, nullptr, &beamformers)
-                           : single_stream_plan(h_used, pc);
+    const RoundPlan plan =
+        detail::plan_round(h_used, mimo ? L : 0, pc, cfg.mimo_iterations, nullptr, mimo ? &beamformers : nullptr);
 
     // Symbols on the resource grid; per carrier and OFDM symbol: z = W (Σ_k H_k P_k s_k + n).
     std::vector<std::vector<cf>> sym(K, std::vector<cf>(n_ofdm * L * n_data, cf{}));
@@ -521,9 +366,10 @@ WaveformReport aircomp_round_effective(const std::vector<std::vector<float>>& up
     rep.nmse_measured = ref > 0.0 ? err / ref : 0.0;
     auto pc_true = pc;
     pc_true.csi_error_var.clear();
-    const Plan plan_true = cfg.perfect_csi ? plan
-                           : mimo ? multi_stream_plan(h_true, L, pc_true, cfg.mimo_iterations, &beamformers, nullptr)
-                                  : single_stream_plan(h_true, pc_true);
+    const RoundPlan plan_true =
+        cfg.perfect_csi ? plan
+                        : detail::plan_round(h_true, mimo ? L : 0, pc_true, cfg.mimo_iterations,
+                                             mimo ? &beamformers : nullptr, nullptr);
     rep.nmse_analytic = analytic_nmse(plan_true, h_true, pc.signal_var, noise, data_pos, n_sym, codec.scale, ref);
     rep.nmse_analytic_used_plan = analytic_nmse(plan, h_true, pc.signal_var, noise, data_pos, n_sym, codec.scale, ref);
     rep.truncated_fraction = plan.truncated_fraction;

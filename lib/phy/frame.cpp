@@ -141,12 +141,16 @@ void FrameReceiver::check_fits(std::size_t rx_size, std::size_t start, std::size
 
 double FrameReceiver::residual_cfo(const std::vector<std::complex<float>>& rx, std::size_t start) {
     check_fits(rx.size(), start, layout_.pilots_end(), "the pilot burst");
+    return residual_cfo(rx.data() + start - backoff_);
+}
+
+double FrameReceiver::residual_cfo(const std::complex<float>* frame) {
     // Same transmitted symbol, same channel: the phase between consecutive copies is the residual CFO times their
     // distance. Increments are summed (each unambiguous), then divided by the whole distance.
     double phase = 0.0;
-    demod_.demodulate(rx.data() + start - backoff_ + layout_.reference_offset(0), y_.data(), 1);
+    demod_.demodulate(frame + layout_.reference_offset(0), y_.data(), 1);
     for (std::size_t g = 1; g <= layout_.n_references(); ++g) {
-        demod_.demodulate(rx.data() + start - backoff_ + layout_.reference_offset(g), y2_.data(), 1);
+        demod_.demodulate(frame + layout_.reference_offset(g), y2_.data(), 1);
         std::complex<double> c = 0.0;
         for (std::size_t m = 0; m < y_.size(); ++m)
             c += std::complex<double>(y2_[m]) * std::conj(std::complex<double>(y_[m]));
@@ -160,11 +164,16 @@ double FrameReceiver::residual_cfo(const std::vector<std::complex<float>>& rx, s
 
 void FrameReceiver::estimate_channels(const std::vector<std::complex<float>>& rx, std::size_t start,
                                       const std::vector<double>& pilot_power, std::vector<ChannelEstimate>& est) {
+    check_fits(rx.size(), start, layout_.pilots_end(), "the pilot burst");
+    estimate_channels(rx.data() + start - backoff_, pilot_power, est);
+}
+
+void FrameReceiver::estimate_channels(const std::complex<float>* frame, const std::vector<double>& pilot_power,
+                                      std::vector<ChannelEstimate>& est) {
     const auto& cfg = layout_.config();
     if (pilot_power.size() != cfg.n_devices)
         throw std::invalid_argument("frame receiver: " + std::to_string(pilot_power.size()) + " pilot powers for " +
                                     std::to_string(cfg.n_devices) + " devices");
-    check_fits(rx.size(), start, layout_.pilots_end(), "the pilot burst");
     est.resize(cfg.n_devices * cfg.n_tx);
     for (std::size_t k = 0; k < cfg.n_devices; ++k) {
         const double amp = std::sqrt(pilot_power[k]);
@@ -173,7 +182,7 @@ void FrameReceiver::estimate_channels(const std::vector<std::complex<float>>& rx
             const auto R = static_cast<float>(cfg.pilot_repeats);
             std::fill(acc_.begin(), acc_.end(), std::complex<float>{});
             for (std::size_t rep = 0; rep < cfg.pilot_repeats; ++rep) {
-                demod_.demodulate(rx.data() + start - backoff_ + layout_.pilot_offset(k, a, rep), y_.data(), 1);
+                demod_.demodulate(frame + layout_.pilot_offset(k, a, rep), y_.data(), 1);
                 for (std::size_t m = 0; m < acc_.size(); ++m)
                     acc_[m] += y_[m] / R;
             }
@@ -193,24 +202,46 @@ void FrameReceiver::estimate_channels(const std::vector<std::complex<float>>& rx
 double FrameReceiver::payload(const std::vector<std::vector<std::complex<float>>>& rx, std::size_t start,
                               std::size_t n, std::size_t L, const std::vector<std::complex<double>>& combiner,
                               const std::vector<std::complex<double>>& expected, std::vector<std::complex<float>>& out) {
-    const auto& num = layout_.config().numerology;
-    const auto M = static_cast<std::size_t>(num.n_occupied);
     const std::size_t R = rx.size(), n_data = data_pos_.size();
+    set_payload_plan(R, L, combiner, expected);
+    for (const auto& r : rx)
+        check_fits(r.size(), start, layout_.payload_offset(n), "the payload");
+    out.resize(n * L * n_data);
+    windows_.resize(R);
+    double cpe_sum = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t r = 0; r < R; ++r)
+            windows_[r] = rx[r].data() + start - backoff_ + layout_.payload_offset(i);
+        cpe_sum += std::abs(payload_symbol(windows_.data(), i, out.data() + i * L * n_data));
+    }
+    return n ? cpe_sum / static_cast<double>(n) : 0.0;
+}
+
+void FrameReceiver::set_payload_plan(std::size_t R, std::size_t L, const std::vector<std::complex<double>>& combiner,
+                                     const std::vector<std::complex<double>>& expected) {
+    const auto M = static_cast<std::size_t>(layout_.config().numerology.n_occupied);
     if (R == 0 || L == 0)
         throw std::invalid_argument("frame receiver: no receive antennas or no streams");
     if (combiner.size() != M * L * R || expected.size() != M * L * L)
         throw std::invalid_argument("frame receiver: combiner needs n_occupied x L x n_rx values and expected "
                                     "n_occupied x L x L");
-    for (const auto& r : rx)
-        check_fits(r.size(), start, layout_.payload_offset(n), "the payload");
+    plan_rx_ = R;
+    plan_streams_ = L;
     ys_.resize(R);
     for (auto& y : ys_)
         y.resize(M);
-    out.resize(n * L * n_data);
-    // Combining runs in single precision, like the samples (the combiner is rounded once per call).
+    // Combining runs in single precision, like the samples (the combiner is rounded once per plan).
     combiner_.resize(combiner.size());
     for (std::size_t i = 0; i < combiner.size(); ++i)
         combiner_[i] = std::complex<float>(combiner[i]);
+    expected_.assign(expected.begin(), expected.end());
+}
+
+double FrameReceiver::payload_symbol(const std::complex<float>* const* window, std::size_t i, std::complex<float>* out,
+                                     double* pilot_error) {
+    const std::size_t R = plan_rx_, L = plan_streams_, n_data = data_pos_.size();
+    if (R == 0)
+        throw std::logic_error("frame receiver: payload_symbol() before set_payload_plan()");
     auto combine = [&](std::size_t m, std::size_t l) {
         std::complex<float> z = 0.0f;
         const std::complex<float>* w = combiner_.data() + (m * L + l) * R;
@@ -218,30 +249,38 @@ double FrameReceiver::payload(const std::vector<std::vector<std::complex<float>>
             z += w[r] * ys_[r][m];
         return z;
     };
-    double cpe_sum = 0.0;
-    for (std::size_t i = 0; i < n; ++i) {
-        for (std::size_t r = 0; r < R; ++r)
-            demod_.demodulate(rx[r].data() + start - backoff_ + layout_.payload_offset(i), ys_[r].data(), 1);
-        std::complex<double> c = 0.0;
+    auto expected_pilot = [&](std::size_t m, std::size_t j, std::size_t l) {
+        std::complex<double> want = 0.0;
+        for (std::size_t l2 = 0; l2 < L; ++l2)
+            want += expected_[(m * L + l) * L + l2] * std::complex<double>(layout_.payload_pilot(i, j * L + l2));
+        return want;
+    };
+    for (std::size_t r = 0; r < R; ++r)
+        demod_.demodulate(window[r], ys_[r].data(), 1);
+    std::complex<double> c = 0.0;
+    for (std::size_t j = 0; j < pilot_pos_.size(); ++j) {
+        const auto m = static_cast<std::size_t>(pilot_pos_[j]);
+        for (std::size_t l = 0; l < L; ++l)
+            c += std::complex<double>(combine(m, l)) * std::conj(expected_pilot(m, j, l));
+    }
+    const double cpe = std::abs(c) > 0.0 ? std::arg(c) : 0.0;
+    const auto derot = std::polar(1.0f, static_cast<float>(-cpe));
+    for (std::size_t l = 0; l < L; ++l) {
+        std::complex<float>* o = out + l * n_data;
+        for (std::size_t j = 0; j < n_data; ++j)
+            o[j] = combine(static_cast<std::size_t>(data_pos_[j]), l) * derot;
+    }
+    if (pilot_error) {
         for (std::size_t j = 0; j < pilot_pos_.size(); ++j) {
             const auto m = static_cast<std::size_t>(pilot_pos_[j]);
             for (std::size_t l = 0; l < L; ++l) {
-                std::complex<double> want = 0.0;
-                for (std::size_t l2 = 0; l2 < L; ++l2)
-                    want += expected[(m * L + l) * L + l2] * std::complex<double>(layout_.payload_pilot(i, j * L + l2));
-                c += std::complex<double>(combine(m, l)) * std::conj(want);
+                const auto want = expected_pilot(m, j, l);
+                pilot_error[0] += std::norm(std::complex<double>(combine(m, l) * derot) - want);
+                pilot_error[1] += std::norm(want);
             }
         }
-        const double cpe = std::abs(c) > 0.0 ? std::arg(c) : 0.0;
-        cpe_sum += std::abs(cpe);
-        const auto derot = std::polar(1.0f, static_cast<float>(-cpe));
-        for (std::size_t l = 0; l < L; ++l) {
-            std::complex<float>* o = out.data() + (i * L + l) * n_data;
-            for (std::size_t j = 0; j < n_data; ++j)
-                o[j] = combine(static_cast<std::size_t>(data_pos_[j]), l) * derot;
-        }
     }
-    return n ? cpe_sum / static_cast<double>(n) : 0.0;
+    return cpe;
 }
 
 }  // namespace fedlora::phy

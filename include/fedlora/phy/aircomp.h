@@ -59,6 +59,9 @@ double update_rms(const float* x, std::size_t dim, const std::vector<std::uint32
 // (DESIGN.md §2): what power control needs to meet the budgets and to weigh truncation errors.
 std::vector<double> symbol_powers(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,
                                   const AircompCodec& codec);
+// The same for one device from its weight, the RMS it reports and the common scale: 2 (p_k rms_k / c)², floored at
+// 1e-30 (what the server plans with when the updates themselves are on the devices).
+double symbol_power(double weight, double rms, double scale);
 
 // (‖x̂ − Σ p_k x_k‖², ‖Σ p_k x_k‖²) over the codec's support.
 std::pair<double, double> sum_error(const std::vector<std::vector<float>>& updates, const std::vector<double>& weights,

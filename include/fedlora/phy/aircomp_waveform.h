@@ -5,6 +5,9 @@
 //   server removes the common phase error on the payload pilots, scales by 1/√η and decodes the weighted sum.
 // The report puts the measured NMSE next to the policy's analytic NMSE (plan from the true channel, evaluated on
 // it) and the analytic NMSE of the plan actually used (from estimated CSI, evaluated on the true channel).
+// The round is assembled from the phases of aircomp_round.h (DeviceTransmitter bursts, the streaming
+// AircompReceiver, plan_round), the same pieces the gr-fedlora blocks run, so a flowgraph of those blocks with the
+// same inputs and channel seed gives the same estimate (docs/gr-fedlora.md).
 #pragma once
 
 #include <cstddef>

@@ -101,6 +101,10 @@ private:
 };
 
 // The server's receiver for one frame in a buffer whose FFT windows are placed from a known frame start.
+// The vector forms take the whole received buffer and the frame start in it; the pointer forms take `frame`, a
+// pointer to the sample at start − timing_backoff (the first FFT-window position of the frame), and read the
+// frame's samples from there on, so a streaming receiver (AircompReceiver, aircomp_round.h) can hand over any
+// buffer that holds them.
 class FrameReceiver {
 public:
     // timing_backoff: FFT windows start this many samples before their nominal position (inside the CP), so a
@@ -110,6 +114,7 @@ public:
     // Residual CFO (radians per sample): the phase increments between consecutive training symbols, summed and
     // divided by the distance they span.
     double residual_cfo(const std::vector<std::complex<float>>& rx, std::size_t start);
+    double residual_cfo(const std::complex<float>* frame);  // frame[0, pilots_end()) is read
 
     // Per device and antenna channel estimates from the pilot slots of rx (frame starting at rx[start]),
     // divided by the device's pilot amplitude (so they estimate the channel itself). est[k * n_tx + a]; each
@@ -117,15 +122,29 @@ public:
     // error_var the estimation error variance of the (divided) channel.
     void estimate_channels(const std::vector<std::complex<float>>& rx, std::size_t start,
                            const std::vector<double>& pilot_power, std::vector<ChannelEstimate>& est);
+    void estimate_channels(const std::complex<float>* frame, const std::vector<double>& pilot_power,
+                           std::vector<ChannelEstimate>& est);  // frame[0, pilots_end()) is read
 
     // Demodulates n payload symbols from every receive antenna (rx[r]), combines carrier m with
     // z = W[m] y (W[m] = combiner[(m · L + l) · n_rx + r], L × n_rx, the receive beamformer and scaling), removes
     // the common phase error of each symbol measured on the pilot carriers against the expected response
     // G[m] p (G[m] = expected[(m · L + l) · L + l'], what W[m] Σ_k Ĥ_k P_k[m] should give), and writes the data
     // carriers in resource-grid order (n · L · n_data values). Returns the mean |CPE| in radians.
+    // Equivalent to set_payload_plan() followed by payload_symbol() for i = 0 .. n − 1.
     double payload(const std::vector<std::vector<std::complex<float>>>& rx, std::size_t start, std::size_t n,
                    std::size_t n_streams, const std::vector<std::complex<double>>& combiner,
                    const std::vector<std::complex<double>>& expected, std::vector<std::complex<float>>& out);
+
+    // The payload one OFDM symbol at a time. set_payload_plan() keeps the combiner (rounded to single precision)
+    // and the expected response for n_rx antennas and L streams; payload_symbol() demodulates payload symbol i
+    // from window[r] (symbol_len() samples of antenna r, starting timing_backoff samples before the symbol's
+    // nominal start, i.e. at frame + payload_offset(i)), writes its L · n_data data values to out and returns
+    // the common phase error it removed (radians). If pilot_error is not null, the symbol's payload pilots after
+    // that removal add Σ|z − G p|² to pilot_error[0] and Σ|G p|² to pilot_error[1]. Allocation-free.
+    void set_payload_plan(std::size_t n_rx, std::size_t n_streams, const std::vector<std::complex<double>>& combiner,
+                          const std::vector<std::complex<double>>& expected);
+    double payload_symbol(const std::complex<float>* const* window, std::size_t i, std::complex<float>* out,
+                          double* pilot_error = nullptr);
 
     const FrameLayout& layout() const { return layout_; }
     int timing_backoff() const { return backoff_; }
@@ -140,7 +159,10 @@ private:
     std::unique_ptr<ChannelEstimator> estimator_;
     std::vector<std::complex<float>> pilot_, y_, y2_, acc_;
     std::vector<std::vector<std::complex<float>>> ys_;  // per receive antenna, one demodulated symbol
-    std::vector<std::complex<float>> combiner_;          // the caller's combiner, in single precision
+    std::vector<std::complex<float>> combiner_;          // the plan's combiner, in single precision
+    std::vector<std::complex<double>> expected_;         // the plan's expected response
+    std::size_t plan_rx_ = 0, plan_streams_ = 0;
+    std::vector<const std::complex<float>*> windows_;    // payload(): per antenna, the current symbol
     std::vector<int> data_pos_, pilot_pos_;
 };
 

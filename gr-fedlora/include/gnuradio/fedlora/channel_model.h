@@ -4,7 +4,7 @@
 #define INCLUDED_FEDLORA_CHANNEL_MODEL_H
 
 #include <gnuradio/fedlora/api.h>
-#include <gnuradio/sync_block.h>
+#include <gnuradio/block.h>
 
 #include <string>
 #include <vector>
@@ -16,13 +16,24 @@ namespace fedlora {
  * \brief Multi-user AirComp channel: K devices x N_t antennas in, N_r server antennas out.
  * \ingroup fedlora
  *
- * Input k * n_tx + t is device k's antenna t (continuous complex stream, zeros between bursts); output r is server
- * antenna r: the superposition of every device through its own fading multipath channel, with per-device CFO,
- * timing offset and random phase, and the server's phase noise, AWGN and DC offset. Deterministic by seed; the
- * output does not depend on how the scheduler cuts the streams. The DSP is fedlora::phy::MultiUserChannel, the
- * simulator the in-process experiments use. Per-device parameters given as one value apply to every device.
+ * Input k * n_tx + t is device k's antenna t; output r is server antenna r: the superposition of every device
+ * through its own fading multipath channel, with per-device CFO, timing offset and random phase, and the server's
+ * phase noise, AWGN and DC offset. The DSP is fedlora::phy::MultiUserChannel, the simulator the in-process
+ * experiments use. Per-device parameters given as one value apply to every device.
+ *
+ * Common timeline: output sample n is time n / sample_rate. Each input is placed on it sample by sample: a sample
+ * tagged tx_time (UHD's (full seconds, fractional seconds) tuple, or seconds) goes to that time and the samples
+ * after it follow contiguously; an untagged sample follows the previous one (an untagged stream is therefore the
+ * continuous stream from time 0). Where an input has no sample the device is silent. So bursts tagged
+ * tx_sob/tx_eob/tx_time, as a USRP sink takes them, land where their tx_time says and superpose there. A tx_time
+ * earlier than the end of the input's previous burst is late: the burst is sent right after that end and a
+ * warning is logged (a USRP would drop it). The output advances to time t only when every input has placed a
+ * sample at or after t: an input that has not sent its next burst yet holds the channel back (silence is known
+ * only once the next burst, or the end of the stream, shows where it ends).
+ *
+ * Deterministic by seed; the output does not depend on how the scheduler cuts the streams.
  */
-class FEDLORA_API channel_model : virtual public gr::sync_block
+class FEDLORA_API channel_model : virtual public gr::block
 {
 public:
     typedef std::shared_ptr<channel_model> sptr;

@@ -11,14 +11,13 @@ void bind_channel_model(py::module& m)
 {
     using gr::fedlora::channel_model;
     py::class_<channel_model,
-               gr::sync_block,
                gr::block,
                gr::basic_block,
                std::shared_ptr<channel_model>>(
         m,
         "channel_model",
-        "Multi-user AirComp channel: K devices x N_t antennas in, N_r server antennas out. "
-        "Wraps fedlora::phy::MultiUserChannel.")
+        "Multi-user AirComp channel: K devices x N_t antennas in, N_r server antennas out; bursts are "
+        "placed on the common timeline by their tx_time tags. Wraps fedlora::phy::MultiUserChannel.")
         .def(py::init(&channel_model::make),
              py::arg("n_devices") = 2,
              py::arg("n_tx") = 1,

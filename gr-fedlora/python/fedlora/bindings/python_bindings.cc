@@ -10,6 +10,8 @@ void bind_ofdm_demodulator(py::module& m);
 void bind_channel_model(py::module& m);
 void bind_wire_blocks(py::module& m);
 void bind_kernels(py::module& m);
+void bind_aircomp_blocks(py::module& m);
+void bind_aircomp_kernels(py::module& m);
 
 PYBIND11_MODULE(fedlora_python, m)
 {
@@ -21,4 +23,6 @@ PYBIND11_MODULE(fedlora_python, m)
     bind_channel_model(m);
     bind_wire_blocks(m);
     bind_kernels(m);
+    bind_aircomp_blocks(m);
+    bind_aircomp_kernels(m);
 }

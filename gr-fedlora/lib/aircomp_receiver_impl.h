@@ -1,0 +1,67 @@
+/* -*- c++ -*- */
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+#ifndef INCLUDED_FEDLORA_AIRCOMP_RECEIVER_IMPL_H
+#define INCLUDED_FEDLORA_AIRCOMP_RECEIVER_IMPL_H
+
+#include <gnuradio/fedlora/aircomp_receiver.h>
+#include <gnuradio/thread/thread.h>
+
+#include "fedlora/phy/aircomp.h"
+#include "fedlora/phy/aircomp_round.h"
+
+#include <complex>
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+namespace gr {
+namespace fedlora {
+
+// What the server knows of a round before its payload: the "round" message.
+struct round_info {
+    long round = 0;
+    ::fedlora::phy::AircompCodec codec;
+    std::vector<double> weights, rms;
+};
+
+class aircomp_receiver_impl : public aircomp_receiver
+{
+public:
+    aircomp_receiver_impl(const ::fedlora::phy::AircompReceiverConfig& cfg,
+                          std::size_t n_streams,
+                          const ::fedlora::phy::PowerControlConfig& power,
+                          int mimo_iterations,
+                          std::size_t max_dim);
+
+    int work(int noutput_items,
+             gr_vector_const_void_star& input_items,
+             gr_vector_void_star& output_items) override;
+
+    unsigned long frames() const override;
+
+private:
+    void handle_round(const pmt::pmt_t& msg);
+    round_info parse_round(const pmt::pmt_t& msg) const;
+    // With the CSI in and a round dict queued: plans, publishes csi and plan, and hands the plan to the kernel.
+    // Returns false if no round dict is queued. A round that cannot be planned is logged and its frame skipped.
+    bool try_plan();
+    void finish_frame();
+
+    ::fedlora::phy::AircompReceiver d_rx;
+    const std::size_t d_streams; // 0: single stream
+    const ::fedlora::phy::PowerControlConfig d_power;
+    const int d_mimo_iterations;
+    const std::size_t d_max_dim, d_K, d_M, d_R, d_T;
+    std::vector<const gr_complex*> d_in;
+    std::vector<float> d_estimate;
+    std::deque<round_info> d_rounds;
+    round_info d_current;
+    double d_truncated = 0.0, d_nmse_predicted = 0.0, d_signal_var = 0.0;
+    unsigned long d_frames = 0;
+    mutable gr::thread::mutex d_mutex;
+};
+
+} // namespace fedlora
+} // namespace gr
+
+#endif

@@ -1,0 +1,302 @@
+/* -*- c++ -*- */
+/* SPDX-License-Identifier: GPL-3.0-or-later */
+#include "aircomp_transmitter_impl.h"
+#include "aircomp_config.h"
+#include "burst_time.h"
+#include "pmt_args.h"
+
+#include "fedlora/phy/aircomp_round.h"
+
+#include <gnuradio/io_signature.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace gr {
+namespace fedlora {
+
+namespace phy = ::fedlora::phy;
+
+aircomp_transmitter::sptr aircomp_transmitter::make(int n_devices,
+                                                    int device,
+                                                    int n_tx,
+                                                    int fft_size,
+                                                    int cp_len,
+                                                    int n_occupied,
+                                                    int pilot_spacing,
+                                                    double sample_rate,
+                                                    int gap,
+                                                    int pilot_repeats,
+                                                    int reference_interval,
+                                                    double budget,
+                                                    int max_dim,
+                                                    double start_time,
+                                                    int n_rounds)
+{
+    const char* me = "aircomp_transmitter";
+    frame_params p{ n_devices, n_tx,    fft_size, cp_len,        n_occupied,
+                    pilot_spacing, sample_rate, gap, pilot_repeats, reference_interval };
+    const auto frame = make_frame_config(p, me);
+    if (device < 0 || device >= n_devices)
+        throw std::invalid_argument(std::string(me) + ": device = " + std::to_string(device) +
+                                    " must be in [0, n_devices = " + std::to_string(n_devices) + ")");
+    if (!(budget > 0.0) || !std::isfinite(budget))
+        throw std::invalid_argument(std::string(me) + ": budget = " + std::to_string(budget) +
+                                    " must be finite and > 0");
+    if (max_dim < 1)
+        throw std::invalid_argument(std::string(me) + ": max_dim = " + std::to_string(max_dim) +
+                                    " must be >= 1");
+    if (!(start_time >= 0.0) || !std::isfinite(start_time))
+        throw std::invalid_argument(std::string(me) + ": start_time = " + std::to_string(start_time) +
+                                    " must be finite and >= 0");
+    if (n_rounds < 0)
+        throw std::invalid_argument(std::string(me) + ": n_rounds = " + std::to_string(n_rounds) +
+                                    " must be >= 0");
+    return gnuradio::make_block_sptr<aircomp_transmitter_impl>(frame,
+                                                               static_cast<std::size_t>(device),
+                                                               budget,
+                                                               static_cast<std::size_t>(max_dim),
+                                                               start_time,
+                                                               static_cast<unsigned long>(n_rounds));
+}
+
+aircomp_transmitter_impl::aircomp_transmitter_impl(const phy::FrameConfig& frame,
+                                                   std::size_t device,
+                                                   double budget,
+                                                   std::size_t max_dim,
+                                                   double start_time,
+                                                   unsigned long n_rounds)
+    : gr::block("aircomp_transmitter",
+                gr::io_signature::make(0, 0, 0),
+                gr::io_signature::make(static_cast<int>(frame.n_tx),
+                                       static_cast<int>(frame.n_tx),
+                                       sizeof(gr_complex))),
+      d_layout(frame),
+      d_dev(frame, device, budget / static_cast<double>(frame.n_tx)),
+      d_device(device),
+      d_T(frame.n_tx),
+      d_M(static_cast<std::size_t>(frame.numerology.n_occupied)),
+      d_n_data(static_cast<std::size_t>(frame.numerology.n_data())),
+      d_S(d_layout.symbol_len()),
+      d_max_dim(max_dim),
+      d_fs(frame.numerology.sample_rate),
+      d_n_rounds(n_rounds),
+      d_burst_time(pmt::PMT_NIL),
+      d_burst_info(pmt::PMT_NIL),
+      d_key_burst(pmt::mp("fedlora_burst"))
+{
+    // The pilot burst is the same every round: made once, with the gap as zeros up to the payload offset.
+    d_pilots.assign(d_T, std::vector<gr_complex>(d_layout.payload_offset(0), gr_complex{}));
+    d_dev.pilot_burst(d_pilots);
+    // Largest payload: every symbol on one stream, plus the guard symbol.
+    const std::size_t max_symbols = (max_dim + 1) / 2;
+    const std::size_t max_ofdm = (max_symbols + d_n_data - 1) / d_n_data;
+    d_payload.resize(d_T);
+    for (auto& p : d_payload)
+        p.reserve((max_ofdm + 1) * d_S);
+    d_symbols.reserve(max_symbols + d_T * d_n_data);
+    d_precoders.reserve(d_M * d_T * d_T);
+    d_update.reserve(max_dim);
+    d_codec.support.reserve(max_dim);
+    d_next_frame = static_cast<std::uint64_t>(std::llround(start_time * d_fs));
+
+    set_tag_propagation_policy(TPP_DONT);
+    message_port_register_in(pmt::mp("update"));
+    message_port_register_in(pmt::mp("plan"));
+    set_msg_handler(pmt::mp("update"), [this](const pmt::pmt_t& msg) { handle_update(msg); });
+    set_msg_handler(pmt::mp("plan"), [this](const pmt::pmt_t& msg) { handle_plan(msg); });
+    d_logger->debug("device {} of {}: {} antenna(s), pilot section {} samples, payload at +{}",
+                    device,
+                    frame.n_devices,
+                    d_T,
+                    d_layout.pilots_end(),
+                    d_layout.payload_offset(0));
+}
+
+unsigned long aircomp_transmitter_impl::rounds_sent() const
+{
+    gr::thread::scoped_lock lock(d_mutex);
+    return d_rounds_sent;
+}
+
+void aircomp_transmitter_impl::handle_update(const pmt::pmt_t& msg)
+{
+    gr::thread::scoped_lock lock(d_mutex);
+    d_queue.push_back(msg);
+    if (d_state == state::idle)
+        next_round();
+}
+
+void aircomp_transmitter_impl::next_round()
+{
+    while (d_state == state::idle && !d_queue.empty()) {
+        const pmt::pmt_t pdu = d_queue.front();
+        d_queue.pop_front();
+        if (start_round(pdu))
+            start_burst(false);
+    }
+}
+
+bool aircomp_transmitter_impl::start_round(const pmt::pmt_t& pdu)
+{
+    try {
+        if (!pmt::is_pair(pdu) || !pmt::is_dict(pmt::car(pdu)))
+            throw std::invalid_argument("not a PDU with a meta dictionary");
+        const auto meta = pmt::car(pdu);
+        if (dict_integer(meta, "device", -1) != static_cast<long>(d_device))
+            return false; // another device's update
+        const auto vec = pmt::cdr(pdu);
+        if (!pmt::is_f32vector(vec))
+            throw std::invalid_argument("the update must be an f32 vector");
+        std::size_t n = 0;
+        const float* x = pmt::f32vector_elements(vec, n);
+        if (n == 0 || n > d_max_dim)
+            throw std::invalid_argument("update of " + std::to_string(n) + " entries (max_dim = " +
+                                        std::to_string(d_max_dim) + ")");
+        const double scale = dict_number(meta, "scale", -1.0);
+        const double weight = dict_number(meta, "weight", 1.0);
+        const long round = dict_integer(meta, "round", -1);
+        if (round < 0)
+            throw std::invalid_argument("meta 'round' is missing or negative");
+        if (!std::isfinite(weight))
+            throw std::invalid_argument("meta 'weight' is not finite");
+        std::uint64_t frame = d_next_frame;
+        const auto ft = pmt::dict_ref(meta, pmt::mp("frame_time"), pmt::PMT_NIL);
+        if (!pmt::is_null(ft))
+            frame = to_sample(ft, d_fs);
+        if (frame < d_cursor)
+            throw std::invalid_argument("frame at sample " + std::to_string(frame) +
+                                        " starts before the end of the previous burst (" +
+                                        std::to_string(d_cursor) + ")");
+        d_codec.dim = n;
+        d_codec.scale = scale;
+        dict_indices(meta, "support", d_codec.support);
+        d_codec.validate();
+        for (std::size_t i = 0; i < n; ++i)
+            if (!std::isfinite(x[i]))
+                throw std::invalid_argument("update entry " + std::to_string(i) + " is not finite");
+        d_update.assign(x, x + n);
+        d_weight = weight;
+        d_round = round;
+        d_frame = frame;
+        d_payload_ready = false;
+        return true;
+    } catch (const std::exception& e) {
+        d_logger->error("update dropped: {}", e.what());
+        return false;
+    }
+}
+
+void aircomp_transmitter_impl::start_burst(bool payload)
+{
+    const std::uint64_t at = payload ? d_frame + d_layout.payload_offset(0) : d_frame;
+    d_burst = payload ? &d_payload : &d_pilots;
+    d_burst_len = (*d_burst)[0].size();
+    d_burst_pos = 0;
+    d_burst_time = to_tx_time(at, d_fs);
+    auto info = pmt::make_dict();
+    info = pmt::dict_add(info, pmt::mp("round"), pmt::from_long(d_round));
+    info = pmt::dict_add(info, pmt::mp("device"), pmt::from_long(static_cast<long>(d_device)));
+    info = pmt::dict_add(info, pmt::mp("kind"), pmt::mp(payload ? "payload" : "pilots"));
+    d_burst_info = info;
+    d_state = payload ? state::payload : state::pilots;
+}
+
+void aircomp_transmitter_impl::handle_plan(const pmt::pmt_t& msg)
+{
+    gr::thread::scoped_lock lock(d_mutex);
+    try {
+        if (!pmt::is_dict(msg))
+            throw std::invalid_argument("the plan must be a dictionary");
+        const long round = dict_integer(msg, "round", -1);
+        if ((d_state != state::pilots && d_state != state::wait_plan) || round != d_round || d_payload_ready) {
+            d_logger->debug("plan for round {} ignored (current round {})", round, d_round);
+            return;
+        }
+        const long L = dict_integer(msg, "n_streams", 1);
+        if (dict_integer(msg, "n_devices", -1) != static_cast<long>(d_layout.config().n_devices) ||
+            dict_integer(msg, "n_carriers", -1) != static_cast<long>(d_M) ||
+            dict_integer(msg, "n_tx", -1) != static_cast<long>(d_T))
+            throw std::invalid_argument("the plan is for another frame (n_devices, n_carriers or n_tx differ)");
+        if (L < 1 || static_cast<std::size_t>(L) > d_T)
+            throw std::invalid_argument("n_streams = " + std::to_string(L) + " must be in [1, n_tx = " +
+                                        std::to_string(d_T) + "]");
+        const auto prec = pmt::dict_ref(msg, pmt::mp("precoders"), pmt::PMT_NIL);
+        if (!pmt::is_c64vector(prec))
+            throw std::invalid_argument("'precoders' must be a c64 vector");
+        std::size_t n = 0;
+        const auto* p = pmt::c64vector_elements(prec, n);
+        const std::size_t per = d_M * d_T * static_cast<std::size_t>(L);
+        if (n != d_layout.config().n_devices * per)
+            throw std::invalid_argument("'precoders' holds " + std::to_string(n) + " values, expected " +
+                                        std::to_string(d_layout.config().n_devices * per));
+        const double scale = dict_number(msg, "scale", d_codec.scale);
+        if (std::abs(scale - d_codec.scale) > 1e-12 * d_codec.scale)
+            d_logger->warn("round {}: the plan's scale {} differs from the update's {}", round, scale, d_codec.scale);
+        d_precoders.assign(p + d_device * per, p + (d_device + 1) * per);
+        const std::size_t Ls = static_cast<std::size_t>(L);
+        const std::size_t n_ofdm =
+            phy::payload_ofdm_symbols(d_codec, d_layout.config().numerology, Ls);
+        d_symbols.assign(n_ofdm * Ls * d_n_data, gr_complex{});
+        d_codec.encode(d_update.data(), d_weight, d_symbols.data());
+        d_dev.payload(d_symbols, Ls, d_precoders, d_payload);
+        for (auto& a : d_payload)
+            a.resize(n_ofdm * d_S + d_S); // the guard symbol: zeros
+        d_payload_ready = true;
+        if (d_state == state::wait_plan)
+            start_burst(true);
+    } catch (const std::exception& e) {
+        d_logger->error("plan dropped: {}", e.what());
+    }
+}
+
+void aircomp_transmitter_impl::burst_done()
+{
+    d_cursor = d_frame + (d_state == state::payload ? d_layout.payload_offset(0) : 0) + d_burst_len;
+    d_burst = nullptr;
+    if (d_state == state::pilots) {
+        if (d_payload_ready)
+            start_burst(true);
+        else
+            d_state = state::wait_plan;
+        return;
+    }
+    ++d_rounds_sent;
+    d_next_frame = d_cursor;
+    d_payload_ready = false;
+    d_state = (d_n_rounds && d_rounds_sent >= d_n_rounds) ? state::finished : state::idle;
+    next_round();
+}
+
+int aircomp_transmitter_impl::general_work(int noutput_items,
+                                           gr_vector_int&,
+                                           gr_vector_const_void_star&,
+                                           gr_vector_void_star& output_items)
+{
+    gr::thread::scoped_lock lock(d_mutex);
+    if (d_state == state::finished)
+        return WORK_DONE;
+    if (!d_burst)
+        return 0;
+    const std::size_t n =
+        std::min(static_cast<std::size_t>(noutput_items), d_burst_len - d_burst_pos);
+    for (std::size_t a = 0; a < d_T; ++a) {
+        std::memcpy(output_items[a], (*d_burst)[a].data() + d_burst_pos, n * sizeof(gr_complex));
+        const std::uint64_t first = nitems_written(static_cast<unsigned>(a));
+        if (d_burst_pos == 0) {
+            add_item_tag(static_cast<unsigned>(a), first, tag_tx_sob(), pmt::PMT_T);
+            add_item_tag(static_cast<unsigned>(a), first, tag_tx_time(), d_burst_time);
+            add_item_tag(static_cast<unsigned>(a), first, d_key_burst, d_burst_info);
+        }
+        if (d_burst_pos + n == d_burst_len)
+            add_item_tag(static_cast<unsigned>(a), first + n - 1, tag_tx_eob(), pmt::PMT_T);
+    }
+    d_burst_pos += n;
+    if (d_burst_pos == d_burst_len)
+        burst_done();
+    return static_cast<int>(n);
+}
+
+} /* namespace fedlora */
+} /* namespace gr */
