@@ -7,6 +7,7 @@
 namespace fedlora::app {
 
 void add_bench(CLI::App& app, int& exit_code);
+void add_calibrate(CLI::App& app, int& exit_code);
 void add_devices(CLI::App& app, int& exit_code);
 void add_keys(CLI::App& app, int& exit_code);
 void add_loopback(CLI::App& app, int& exit_code);

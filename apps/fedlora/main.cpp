@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
     fedlora::app::add_devices(app, exit_code);
     fedlora::app::add_keys(app, exit_code);
     fedlora::app::add_report(app, exit_code);
+    fedlora::app::add_calibrate(app, exit_code);
 
     auto logger = spdlog::stderr_color_mt("fedlora");
     spdlog::set_default_logger(logger);
