@@ -18,6 +18,8 @@ fedlora.aircomp_transmitter()
 fedlora.aircomp_receiver()
 from gnuradio.fedlora import aircomp
 assert aircomp.__file__.startswith(prefix), aircomp.__file__
+from gnuradio.fedlora import radio_server  # the flowgraph transport's radio process
+assert radio_server.__file__.startswith(prefix), radio_server.__file__
 from gnuradio import gr
 from gnuradio.grc.core.platform import Platform
 os.environ["GRC_BLOCKS_PATH"] = os.path.join(prefix, "share/gnuradio/grc/blocks")

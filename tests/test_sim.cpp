@@ -8,7 +8,12 @@
 #include <string>
 #include <vector>
 
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "sim/config.h"
+#include "sim/process.h"
 #include "sim/radio.h"
 
 using namespace fedlora::sim;
@@ -156,6 +161,30 @@ TEST(SimConfig, CombinationsAreChecked) {
     EXPECT_NE(error_of([&] { c.validate(); }).find("train.lr"), std::string::npos);
 }
 
+TEST(SimConfig, FlowgraphTransportNeedsWaveformAircomp) {
+    SimConfig c;
+    set_key(c, "transport", "flowgraph");
+    EXPECT_NO_THROW(c.validate());
+    EXPECT_NE(error_of([&] { set_key(c, "transport", "carrier-pigeon"); }).find("inprocess, flowgraph"),
+              std::string::npos);
+    for (const char* mode : {"ideal", "aircomp-analytic", "digital"}) {
+        SimConfig m = c;
+        m.mode = mode;
+        const auto e = error_of([&] { m.validate(); });
+        EXPECT_NE(e.find("config key 'transport'"), std::string::npos) << e;
+        EXPECT_NE(e.find(mode), std::string::npos) << e;
+        // make_radio refuses it too (a configuration filled in code, never validated), before starting anything.
+        EXPECT_NE(error_of([&] { (void)make_radio(m); }).find("config key 'transport'"), std::string::npos);
+    }
+    SimConfig p = c;
+    p.phy.perfect_csi = true;
+    EXPECT_NE(error_of([&] { p.validate(); }).find("config key 'phy.perfect_csi'"), std::string::npos);
+    SimConfig f = c;
+    f.aggregation = "fedsa";
+    EXPECT_NE(error_of([&] { f.validate(); }).find("config key 'aggregation'"), std::string::npos);
+    EXPECT_EQ(get_key(SimConfig{}, "transport"), "inprocess");
+}
+
 TEST(SimRadio, IdealIsTheExactSum) {
     SimConfig c;
     c.mode = "ideal";
@@ -263,4 +292,62 @@ TEST(SimRadio, ClientSnrIsPerClientStableAndWithinTheSpread) {
     EXPECT_NEAR(mean, c.channel.snr_db, 0.5);  // uniform on ±3 dB: standard error of the mean 0.12 dB
     c.seed = 2;
     EXPECT_NE(client_mean_snr_db(c, 0), s[0]);
+}
+
+// The child-process helper of the flowgraph transport: pipes, exit status, ending a child that will not stop.
+TEST(SimProcess, PipesStatusAndTermination) {
+    ChildProcess::Options o;
+    o.program = "/bin/sh";
+    o.argv = {"sh", "-c", "read line; echo \"got $line $FEDLORA_TEST_VAR\"; echo oops >&2; exit 3"};
+    o.env = {"FEDLORA_TEST_VAR=from-the-parent"};
+    o.pipe_stdin = o.pipe_stdout = o.pipe_stderr = true;
+    ChildProcess p(o);
+    ASSERT_EQ(::write(p.stdin_fd(), "hello\n", 6), 6);
+    const auto st = p.wait_for(std::chrono::seconds(30));
+    ASSERT_TRUE(st.has_value());
+    EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 3) << ChildProcess::describe(*st);
+    EXPECT_EQ(ChildProcess::describe(*st), "exited with status 3");
+    std::string out, err;
+    while (read_available(p.stdout_fd(), out)) {
+        pollfd pf{p.stdout_fd(), POLLIN, 0};
+        ::poll(&pf, 1, 1000);
+    }
+    while (read_available(p.stderr_fd(), err)) {
+        pollfd pf{p.stderr_fd(), POLLIN, 0};
+        ::poll(&pf, 1, 1000);
+    }
+    EXPECT_EQ(out, "got hello from-the-parent\n");
+    EXPECT_EQ(err, "oops\n");
+
+    // A child that waits for its stdin forever: closing it ends `cat`; a child ignoring that is terminated.
+    ChildProcess::Options c;
+    c.program = "/bin/cat";
+    c.argv = {"cat"};
+    c.pipe_stdin = true;
+    ChildProcess cat(c);
+    EXPECT_FALSE(cat.wait_for(std::chrono::milliseconds(50)).has_value());
+    cat.close_stdin();
+    const auto cst = cat.wait_for(std::chrono::seconds(30));
+    ASSERT_TRUE(cst.has_value());
+    EXPECT_TRUE(WIFEXITED(*cst) && WEXITSTATUS(*cst) == 0);
+    ChildProcess::Options t;
+    t.program = "/bin/sh";
+    t.argv = {"sh", "-c", "trap '' TERM; echo ready; read never"};
+    t.pipe_stdin = t.pipe_stdout = true;
+    ChildProcess stubborn(t);
+    std::string ready;  // SIGTERM is ignored from here on
+    while (ready.find('\n') == std::string::npos && read_available(stubborn.stdout_fd(), ready)) {
+        pollfd pf{stubborn.stdout_fd(), POLLIN, 0};
+        ::poll(&pf, 1, 1000);
+    }
+    ASSERT_EQ(ready, "ready\n");
+    const int tst = stubborn.terminate(std::chrono::milliseconds(200));
+    EXPECT_TRUE(WIFSIGNALED(tst) && WTERMSIG(tst) == SIGKILL) << ChildProcess::describe(tst);
+
+    ChildProcess::Options missing;
+    missing.program = "/nonexistent/python3";
+    missing.argv = {"python3"};
+    const auto e = error_of([&] { ChildProcess m(missing); });
+    EXPECT_NE(e.find("/nonexistent/python3"), std::string::npos) << e;
+    EXPECT_NE(e.find("No such file"), std::string::npos) << e;
 }

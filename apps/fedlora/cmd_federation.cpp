@@ -90,6 +90,10 @@ void add_federation(CLI::App& app, int& exit_code) {
     cli->add_option("--idle-timeout", c->idle_timeout_s, "Give up after this many seconds without word from the server")
         ->check(CLI::Range(0.1, 1e7))
         ->capture_default_str();
+    // Set by `fedlora sim --transport flowgraph` for the clients it starts: exit with that parent.
+    cli->add_option("--parent-pid", c->parent_pid, "Exit when this parent process exits")
+        ->check(CLI::PositiveNumber)
+        ->group("");
     cli->callback([c, &exit_code] { guarded(exit_code, [&] { return sim::run_client(*c); }); });
 }
 

@@ -21,6 +21,7 @@ struct SimCli {
     std::vector<std::string> sets;
     std::string mode;
     std::string task;
+    std::string transport;
     std::string out;
     std::uint64_t seed = 0;
     bool seed_given = false;
@@ -32,7 +33,11 @@ struct SimCli {
 };
 
 sim::SimConfig resolve(const SimCli& c) {
-    return sim::resolve_config({c.config_file, c.mode, c.task, c.seed_given ? &c.seed : nullptr, c.sets});
+    // --transport is a shortcut like --mode: after the file, before the --set overrides.
+    auto sets = c.sets;
+    if (!c.transport.empty())
+        sets.insert(sets.begin(), "transport=" + c.transport);
+    return sim::resolve_config({c.config_file, c.mode, c.task, c.seed_given ? &c.seed : nullptr, sets});
 }
 
 std::string default_out(const sim::SimConfig& cfg) {
@@ -90,6 +95,10 @@ void add_sim(CLI::App& app, int& exit_code) {
     cmd->add_option("--mode", c->mode,
                     "ideal (exact sum), aircomp (waveform level), aircomp-analytic (effective noise), digital (OFDMA)")
         ->check(CLI::IsMember({"ideal", "aircomp", "aircomp-analytic", "digital"}));
+    cmd->add_option("--transport", c->transport,
+                    "inprocess (default) or flowgraph: with mode aircomp, the radio as the gr-fedlora loopback "
+                    "flowgraph in a radio process and the clients as fedlora client processes")
+        ->check(CLI::IsMember({"inprocess", "flowgraph"}));
     cmd->add_option("--task", c->task, "vision (ViT, accuracy) or text (GPT, perplexity)")
         ->check(CLI::IsMember({"vision", "text"}));
     cmd->add_option("--config", c->config_file, "YAML configuration file (keys: --help-config)");

@@ -130,6 +130,12 @@ unsigned long aircomp_receiver_impl::frames() const
     return d_frames;
 }
 
+std::string aircomp_receiver_impl::stage() const
+{
+    gr::thread::scoped_lock lock(d_mutex);
+    return phy::to_string(d_rx.stage());
+}
+
 round_info aircomp_receiver_impl::parse_round(const pmt::pmt_t& msg) const
 {
     if (!pmt::is_dict(msg))

@@ -12,6 +12,7 @@
 #include <complex>
 #include <cstdint>
 #include <deque>
+#include <string>
 #include <vector>
 
 namespace gr {
@@ -38,6 +39,7 @@ public:
              gr_vector_void_star& output_items) override;
 
     unsigned long frames() const override;
+    std::string stage() const override;
 
 private:
     void handle_round(const pmt::pmt_t& msg);

@@ -48,6 +48,10 @@ const std::vector<Field>& fields() {
          "ideal (exact sum), aircomp (waveform level through the simulated channel), aircomp-analytic (effective "
          "noise model), digital (OFDMA, q-bit quantisation)",
          -kInf, kInf, {"ideal", "aircomp", "aircomp-analytic", "digital"}, field_ref(&SimConfig::mode)},
+        {"transport", Kind::Text,
+         "inprocess (the radio in this process, clients trained in turn) or flowgraph (mode aircomp: the round "
+         "through the gr-fedlora loopback flowgraph in a radio process, clients as fedlora client processes)",
+         -kInf, kInf, {"inprocess", "flowgraph"}, field_ref(&SimConfig::transport)},
         {"seed", Kind::UInt, "seed of the partition, client selection, channels and training", 0, 1.8e19, {},
          field_ref(&SimConfig::seed)},
         {"rounds", Kind::Int, "federated rounds", 1, 100000, {}, field_ref(&SimConfig::rounds)},
@@ -465,6 +469,18 @@ void SimConfig::validate() const {
     if (controller.name == "tsfa" && mode == "ideal")
         throw ConfigError("config key 'controller.name': tsfa needs a channel (mode aircomp, aircomp-analytic or "
                           "digital), not mode ideal");
+    if (transport == "flowgraph") {
+        if (mode != "aircomp")
+            throw ConfigError("config key 'transport': flowgraph runs the waveform-level AirComp round through "
+                              "gr-fedlora's blocks, so it needs mode aircomp, not mode '" + mode + "'");
+        if (phy.perfect_csi)
+            throw ConfigError("config key 'phy.perfect_csi': the flowgraph transport's receiver estimates the "
+                              "channels from the pilots; perfect CSI exists only with transport inprocess");
+        if (aggregation == "fedsa")
+            throw ConfigError("config key 'aggregation': fedsa keeps each client's B on the client, and with "
+                              "transport flowgraph the clients are separate processes whose B the run cannot "
+                              "checkpoint; use fedit or ffa (or transport inprocess)");
+    }
     if (aggregation == "fedsa" && soft.rho < 1.0 && soft.support == "top")
         throw ConfigError("config key 'soft.support': 'top' ranks components by the global adapter, which fedsa "
                           "does not have (B stays local); use soft.support=seeded with fedsa");

@@ -22,6 +22,7 @@ public:
 struct SimConfig {
     std::string task = "vision";  // vision | text
     std::string mode = "aircomp";  // ideal | aircomp | aircomp-analytic | digital
+    std::string transport = "inprocess";  // inprocess | flowgraph (radio and clients as separate processes)
     std::uint64_t seed = 1;
     std::int64_t rounds = 50;
     std::int64_t clients = 20;

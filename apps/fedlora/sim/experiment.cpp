@@ -35,6 +35,7 @@
 #include "fedlora/phy/digital.h"
 #include "fedlora/phy/frame.h"
 #include "fedlora/phy/numerology.h"
+#include "federation.h"
 #include "radio.h"
 
 namespace fs = std::filesystem;
@@ -404,7 +405,7 @@ void check_run_folder(const RunOptions& opt) {
         throw ConfigError("run folder '" + out.string() + "' exists; use --resume to continue it or --force to replace it");
 }
 
-RunSummary run_rounds(const RunOptions& opt, Workspace& ws, ClientPool& pool) {
+RunSummary run_rounds(const RunOptions& opt, Workspace& ws, ClientPool& pool, std::unique_ptr<Radio> radio) {
     const auto wall_start = std::chrono::steady_clock::now();
     const SimConfig& cfg = ws.cfg;
     check_run_folder(opt);
@@ -442,7 +443,8 @@ RunSummary run_rounds(const RunOptions& opt, Workspace& ws, ClientPool& pool) {
     write_file_atomic(out / "config.yaml", to_yaml(cfg));
 
     // ---- radio, rule, controller --------------------------------------------------------------------------
-    auto radio = make_radio(cfg);
+    if (!radio)
+        radio = make_radio(cfg);
     const auto& rule = ws.rule;
     const auto& sizes = ws.sizes;
     auto& task = ws;
@@ -789,6 +791,8 @@ RunSummary run_rounds(const RunOptions& opt, Workspace& ws, ClientPool& pool) {
 
 RunSummary run_simulation(const RunOptions& opt) {
     opt.config.validate();
+    if (opt.config.transport == "flowgraph")
+        return run_sim_with_processes(opt);  // radio and clients as separate processes (federation.cpp)
     check_run_folder(opt);  // before any pretraining: a wrong folder fails at once
     Workspace ws = make_workspace(opt.config);
     apply_offline_rank(ws);

@@ -4,10 +4,16 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 #include <zmq.hpp>
@@ -16,6 +22,8 @@
 #include "fedlora/wire/curve.h"
 #include "fedlora/wire/endpoint.h"
 #include "fedlora/wire/message.h"
+#include "process.h"
+#include "radio.h"
 #include "workspace.h"
 
 namespace fedlora::sim {
@@ -181,11 +189,19 @@ public:
         auth_.reset();
     }
 
+    const std::string& endpoint() const { return endpoint_; }
+    // Called between polls while the pool waits for clients (to join, or to answer a round); may throw to abort
+    // the wait (e.g. when a client process this program started has died).
+    void set_watchdog(std::function<void()> f) { watchdog_ = std::move(f); }
+
     // Waits until every client has said HELLO (or any message), or the join timeout passes.
     void wait_for_clients() {
         const auto deadline = Clock::now() + seconds(cfg_.server.join_timeout_s);
-        while (alive_count() < static_cast<std::size_t>(cfg_.clients) && Clock::now() < deadline)
+        while (alive_count() < static_cast<std::size_t>(cfg_.clients) && Clock::now() < deadline) {
             poll_once(remaining(deadline), nullptr);
+            if (watchdog_)
+                watchdog_();
+        }
         std::string missing;
         for (std::int64_t c = 0; c < cfg_.clients; ++c)
             if (!alive(c))
@@ -222,8 +238,11 @@ public:
                 spdlog::warn("round {}: client {} cannot be reached; left out", round, c);
         }
         const auto deadline = Clock::now() + seconds(cfg_.server.round_deadline_s);
-        while (!col.waiting.empty() && Clock::now() < deadline)
+        while (!col.waiting.empty() && Clock::now() < deadline) {
             poll_once(remaining(deadline), &col);
+            if (watchdog_)
+                watchdog_();
+        }
         for (const auto c : col.waiting)
             spdlog::warn("round {}: client {} missed the {} s deadline; left out", round, c,
                          cfg_.server.round_deadline_s);
@@ -401,6 +420,59 @@ private:
     std::map<std::int64_t, Peer> peers_;
     std::uint64_t seq_ = 0;
     bool joined_ = false;
+    std::function<void()> watchdog_;
+};
+
+// The client processes of `fedlora sim --transport flowgraph`: `fedlora client --connect EP --id K` children of
+// this program's own executable, one per client. They exit when the server says BYE (wait()); the destructor ends
+// any that still run (an error on the way), and each one dies with this process (--parent-pid: PR_SET_PDEATHSIG).
+class ClientProcesses {
+public:
+    ClientProcesses(const std::string& endpoint, std::int64_t clients) {
+        const std::string exe = self_executable();
+        // Clients log warnings and errors (and everything when this process logs debug).
+        const bool verbose = spdlog::get_level() <= spdlog::level::debug;
+        for (std::int64_t k = 0; k < clients; ++k) {
+            ChildProcess::Options o;
+            o.program = "/proc/self/exe";
+            o.argv = {exe, "--log-level", verbose ? "debug" : "warn", "client", "--connect", endpoint, "--id",
+                      std::to_string(k), "--parent-pid", std::to_string(::getpid())};
+            procs_.push_back(std::make_unique<ChildProcess>(o));
+        }
+        spdlog::info("started {} client processes ({} client --connect {})", clients, exe, endpoint);
+    }
+    ~ClientProcesses() {
+        for (auto& p : procs_)
+            if (!p->exited())
+                p->terminate(std::chrono::seconds(2));
+    }
+    ClientProcesses(const ClientProcesses&) = delete;
+    ClientProcesses& operator=(const ClientProcesses&) = delete;
+
+    // Throws if a client process has ended before the run did.
+    void check() {
+        for (std::size_t k = 0; k < procs_.size(); ++k)
+            if (const auto st = procs_[k]->poll_exit())
+                throw std::runtime_error("client process " + std::to_string(k) + " (pid " +
+                                         std::to_string(procs_[k]->pid()) + ") " + ChildProcess::describe(*st) +
+                                         " during the run (its log is above)");
+    }
+
+    // After BYE: every client must exit, with status 0, within `timeout`.
+    void wait(std::chrono::milliseconds timeout) {
+        const auto deadline = Clock::now() + timeout;
+        for (std::size_t k = 0; k < procs_.size(); ++k) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+            const auto st = procs_[k]->wait_for(std::max(left, std::chrono::milliseconds(0)));
+            if (!st)
+                throw std::runtime_error("client process " + std::to_string(k) + " did not leave after the run");
+            if (!WIFEXITED(*st) || WEXITSTATUS(*st) != 0)
+                throw std::runtime_error("client process " + std::to_string(k) + " " + ChildProcess::describe(*st));
+        }
+    }
+
+private:
+    std::vector<std::unique_ptr<ChildProcess>> procs_;
 };
 
 }  // namespace
@@ -411,16 +483,42 @@ RunSummary run_server(const ServerOptions& o) {
         throw ConfigError("config key 'aggregation': fedsa keeps each client's B on the client, which the server "
                           "cannot checkpoint; fedlora server supports fedit and ffa (fedlora sim runs fedsa)");
     check_run_folder(o.run);
+    auto radio = make_radio(o.run.config);  // the radio process (transport flowgraph) fails before pretraining
     Workspace ws = make_workspace(o.run.config);
     apply_offline_rank(ws);
     const auto shape = initial_global(ws);
     RemotePool pool(o, ws, shape);
-    return run_rounds(o.run, ws, pool);
+    return run_rounds(o.run, ws, pool, std::move(radio));
+}
+
+RunSummary run_sim_with_processes(const RunOptions& o) {
+    o.config.validate();
+    check_run_folder(o);
+    // The radio process first: a missing GNU Radio or gr-fedlora fails at once, before pretraining.
+    auto radio = make_radio(o.config);
+    Workspace ws = make_workspace(o.config);
+    apply_offline_rank(ws);
+    const auto shape = initial_global(ws);
+    ServerOptions so;
+    so.run = o;
+    so.bind = "tcp://127.0.0.1:*";
+    RemotePool pool(so, ws, shape);
+    ClientProcesses clients(pool.endpoint(), ws.cfg.clients);
+    pool.set_watchdog([&clients] { clients.check(); });
+    auto summary = run_rounds(o, ws, pool, std::move(radio));  // ends with BYE to the clients
+    clients.wait(std::chrono::seconds(60));
+    return summary;
 }
 
 // ---- client side -----------------------------------------------------------------------------------------------
 
 int run_client(const ClientOptions& o) {
+    if (o.parent_pid > 0) {
+        // Started by a program that runs the whole federation on this host: leave with it.
+        if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || ::getppid() != static_cast<pid_t>(o.parent_pid))
+            throw std::runtime_error("client " + std::to_string(o.id) + ": the parent process " +
+                                     std::to_string(o.parent_pid) + " is gone");
+    }
     zmq::context_t ctx;
     zmq::socket_t sock(ctx, zmq::socket_type::dealer);
     sock.set(zmq::sockopt::routing_id, routing_id_of(o.id));

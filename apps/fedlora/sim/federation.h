@@ -36,6 +36,13 @@ struct ServerOptions {
 // transport problems, naming them.
 RunSummary run_server(const ServerOptions& options);
 
+// `fedlora sim --transport flowgraph`: the in-process simulator's run with the clients as separate processes on
+// this host. This process is the server (as run_server, bound to tcp://127.0.0.1:*) and starts one
+// `fedlora client --connect EP --id K` child of its own executable per client; the radio is the flowgraph
+// transport's radio process. A client process that dies ends the run with an error; all children are ended and
+// reaped before this returns or throws.
+RunSummary run_sim_with_processes(const RunOptions& options);
+
 struct ClientOptions {
     std::string connect = "tcp://127.0.0.1:5555";
     std::int64_t id = 0;
@@ -43,6 +50,7 @@ struct ClientOptions {
     std::string curve_key;          // this client's NAME.key (CURVE)
     std::string server_key;         // the server's NAME.pub (CURVE)
     double idle_timeout_s = 600.0;  // give up when the server has been silent this long
+    long parent_pid = 0;            // > 0: exit with this parent process (PR_SET_PDEATHSIG), which started us
 };
 
 // Runs until the server says BYE (returns 0) or stays silent past the idle timeout (throws std::runtime_error).

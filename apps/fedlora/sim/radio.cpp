@@ -79,42 +79,6 @@ double nmse_of(const std::vector<float>& estimate, const std::vector<float>& exa
     return ref > 0.0 ? err / ref : 0.0;
 }
 
-phy::Numerology numerology(const SimConfig& cfg, std::int64_t subcarriers) {
-    phy::Numerology num;
-    num.fft_size = static_cast<int>(cfg.phy.fft);
-    num.cp_len = static_cast<int>(cfg.phy.cp);
-    num.n_occupied = static_cast<int>(subcarriers > 0 ? subcarriers : cfg.phy.occupied);
-    num.pilot_spacing = static_cast<int>(cfg.phy.pilot_spacing);
-    num.sample_rate = cfg.phy.sample_rate;
-    try {
-        num.validate();
-    } catch (const std::invalid_argument& e) {
-        throw ConfigError(std::string("physical layer (phy.*): ") + e.what());
-    }
-    return num;
-}
-
-// The round's multi-user channel: the clients' own mean SNRs, a fresh block-fading realisation from (seed, round).
-phy::MultiUserChannel round_channel(const SimConfig& cfg, const RadioRound& r, const phy::Numerology& num) {
-    phy::ChannelSimConfig ch;
-    ch.sample_rate = num.sample_rate;
-    ch.noise_variance = kNoiseVar;
-    ch.n_tx = static_cast<int>(cfg.phy.tx);
-    ch.n_rx = static_cast<int>(cfg.phy.rx);
-    ch.phase_noise_linewidth_hz = cfg.channel.phase_noise_hz;
-    ch.seed = learn::mix_seed(cfg.seed, kTagChannel, static_cast<std::uint64_t>(r.round));
-    ch.devices.resize(r.clients.size());
-    for (std::size_t k = 0; k < r.clients.size(); ++k) {
-        auto& d = ch.devices[k];
-        d.snr_db = client_round_snr_db(cfg, r.clients[k], r.round);
-        d.profile = cfg.channel.profile;
-        d.doppler_hz = cfg.channel.doppler_hz;
-        d.cfo_hz = cfg.channel.cfo * num.subcarrier_spacing();
-    }
-    ch.validate();
-    return phy::MultiUserChannel(ch);
-}
-
 class IdealRadio final : public Radio {
 public:
     std::string mode() const override { return "ideal"; }
@@ -134,26 +98,16 @@ public:
 class AircompRadio final : public Radio {
 public:
     AircompRadio(const SimConfig& cfg, bool waveform) : cfg_(cfg), waveform_(waveform) {
-        (void)numerology(cfg, 0);  // fail early on a bad numerology
+        (void)round_numerology(cfg, 0);  // fail early on a bad numerology
     }
     std::string mode() const override { return waveform_ ? "aircomp" : "aircomp-analytic"; }
 
     RadioReport aggregate(const RadioRound& r, std::vector<float>& estimate) override {
         check_round(r);
         const auto K = r.payloads.size();
-        const auto num = numerology(cfg_, r.subcarriers);
-        phy::WaveformRoundConfig wc;
-        wc.frame.numerology = num;
-        wc.frame.n_devices = K;
-        wc.frame.n_tx = static_cast<std::size_t>(cfg_.phy.tx);
-        wc.frame.pilot_repeats = static_cast<std::size_t>(cfg_.phy.pilot_repeats);
-        wc.n_streams = static_cast<std::size_t>(cfg_.phy.streams);
-        wc.power.policy = phy::power_policy_from_name(cfg_.phy.policy);
-        wc.power.budget.assign(K, r.carrier_budget > 0.0 ? r.carrier_budget : cfg_.device.power);
-        wc.estimator.name = cfg_.phy.estimator;
-        wc.lead = static_cast<std::size_t>(cfg_.phy.fft);  // idle samples before the frame, unknown to the receiver
-        wc.perfect_csi = cfg_.phy.perfect_csi;
-        auto channel = round_channel(cfg_, r, num);
+        const auto num = round_numerology(cfg_, r.subcarriers);
+        const auto wc = round_waveform_config(cfg_, r, num);
+        phy::MultiUserChannel channel(round_channel_config(cfg_, r, num));
 
         // The protocol's common scale: every client reports its payload RMS, the server answers c.
         phy::AircompCodec codec;
@@ -223,15 +177,15 @@ private:
 // OFDMA with stochastic q-bit quantisation; the rate from each device's SNR on the round's channel.
 class DigitalRadio final : public Radio {
 public:
-    explicit DigitalRadio(const SimConfig& cfg) : cfg_(cfg) { (void)numerology(cfg, 0); }
+    explicit DigitalRadio(const SimConfig& cfg) : cfg_(cfg) { (void)round_numerology(cfg, 0); }
     std::string mode() const override { return "digital"; }
 
     RadioReport aggregate(const RadioRound& r, std::vector<float>& estimate) override {
         check_round(r);
         const auto K = r.payloads.size();
         const auto d = r.payloads[0].size();
-        const auto num = numerology(cfg_, r.subcarriers);
-        auto channel = round_channel(cfg_, r, num);
+        const auto num = round_numerology(cfg_, r.subcarriers);
+        phy::MultiUserChannel channel(round_channel_config(cfg_, r, num));
         const auto model = phy::rate_model_from_name(cfg_.digital.rate);
 
         // Each device's rate: from its measured channel, the mean spectral efficiency over the occupied carriers of its channel (its share is
@@ -327,6 +281,60 @@ private:
 
 }  // namespace
 
+phy::Numerology round_numerology(const SimConfig& cfg, std::int64_t subcarriers) {
+    phy::Numerology num;
+    num.fft_size = static_cast<int>(cfg.phy.fft);
+    num.cp_len = static_cast<int>(cfg.phy.cp);
+    num.n_occupied = static_cast<int>(subcarriers > 0 ? subcarriers : cfg.phy.occupied);
+    num.pilot_spacing = static_cast<int>(cfg.phy.pilot_spacing);
+    num.sample_rate = cfg.phy.sample_rate;
+    try {
+        num.validate();
+    } catch (const std::invalid_argument& e) {
+        throw ConfigError(std::string("physical layer (phy.*): ") + e.what());
+    }
+    return num;
+}
+
+// The round's multi-user channel: the clients' own mean SNRs, a fresh block-fading realisation from (seed, round).
+phy::ChannelSimConfig round_channel_config(const SimConfig& cfg, const RadioRound& r, const phy::Numerology& num) {
+    phy::ChannelSimConfig ch;
+    ch.sample_rate = num.sample_rate;
+    ch.noise_variance = kNoiseVar;
+    ch.n_tx = static_cast<int>(cfg.phy.tx);
+    ch.n_rx = static_cast<int>(cfg.phy.rx);
+    ch.phase_noise_linewidth_hz = cfg.channel.phase_noise_hz;
+    ch.seed = learn::mix_seed(cfg.seed, kTagChannel, static_cast<std::uint64_t>(r.round));
+    ch.devices.resize(r.clients.size());
+    for (std::size_t k = 0; k < r.clients.size(); ++k) {
+        auto& d = ch.devices[k];
+        d.snr_db = client_round_snr_db(cfg, r.clients[k], r.round);
+        d.profile = cfg.channel.profile;
+        d.doppler_hz = cfg.channel.doppler_hz;
+        d.cfo_hz = cfg.channel.cfo * num.subcarrier_spacing();
+    }
+    ch.validate();
+    return ch;
+}
+
+phy::WaveformRoundConfig round_waveform_config(const SimConfig& cfg, const RadioRound& r, const phy::Numerology& num) {
+    const auto K = r.payloads.size();
+    phy::WaveformRoundConfig wc;
+    wc.frame.numerology = num;
+    wc.frame.n_devices = K;
+    wc.frame.n_tx = static_cast<std::size_t>(cfg.phy.tx);
+    wc.frame.pilot_repeats = static_cast<std::size_t>(cfg.phy.pilot_repeats);
+    wc.n_streams = static_cast<std::size_t>(cfg.phy.streams);
+    wc.power.policy = phy::power_policy_from_name(cfg.phy.policy);
+    wc.power.budget.assign(K, r.carrier_budget > 0.0 ? r.carrier_budget : cfg.device.power);
+    wc.estimator.name = cfg.phy.estimator;
+    wc.lead = static_cast<std::size_t>(cfg.phy.fft);  // idle samples before the frame, unknown to the receiver
+    wc.perfect_csi = cfg.phy.perfect_csi;
+    return wc;
+}
+
+void check_radio_round(const RadioRound& r) { check_round(r); }
+
 double client_mean_snr_db(const SimConfig& cfg, std::int64_t client) {
     std::mt19937_64 rng(learn::mix_seed(cfg.seed, kTagClientSnr, static_cast<std::uint64_t>(client)));
     // Own uniform draw (std::uniform_real_distribution is not specified bit-exactly across libraries).
@@ -347,6 +355,12 @@ double client_round_snr_db(const SimConfig& cfg, std::int64_t client, std::int64
 }
 
 std::unique_ptr<Radio> make_radio(const SimConfig& cfg) {
+    if (cfg.transport == "flowgraph") {
+        if (cfg.mode != "aircomp")
+            throw ConfigError("config key 'transport': flowgraph runs the waveform-level AirComp round (mode "
+                              "aircomp), not mode '" + cfg.mode + "'");
+        return make_flowgraph_radio(cfg);
+    }
     if (cfg.mode == "ideal")
         return std::make_unique<IdealRadio>();
     if (cfg.mode == "aircomp")

@@ -9,6 +9,8 @@
 //                     of the band; the rate follows from its SNR; the server sums the dequantised payloads
 // Every round draws a new block-fading channel from (seed, round); a client's mean SNR is its own for the whole run
 // (a seeded draw within ±snr_spread_db of channel.snr_db), so a resumed run sees the same channels.
+// With `transport: flowgraph` (mode aircomp only) the same round runs in a radio process, through the gr-fedlora
+// loopback flowgraph (radio_flowgraph.cpp), with the same configuration and channel seed: the same estimate.
 // No LibTorch here.
 #pragma once
 
@@ -18,6 +20,9 @@
 #include <vector>
 
 #include "config.h"
+#include "fedlora/phy/aircomp_waveform.h"
+#include "fedlora/phy/channel.h"
+#include "fedlora/phy/numerology.h"
 
 namespace fedlora::sim {
 
@@ -57,8 +62,23 @@ public:
     virtual RadioReport aggregate(const RadioRound& round, std::vector<float>& estimate) = 0;
 };
 
-// The radio of cfg.mode. Throws ConfigError for a physical layer the configuration cannot build (naming the key).
+// The radio of cfg.mode (and cfg.transport). Throws ConfigError for a physical layer the configuration cannot build
+// (naming the key); with transport flowgraph, std::runtime_error when the radio process cannot start.
 std::unique_ptr<Radio> make_radio(const SimConfig& cfg);
+// The flowgraph transport's radio: a gr-fedlora radio process (gnuradio.fedlora.radio_server) started by this
+// object and ended when it goes (radio_flowgraph.cpp).
+std::unique_ptr<Radio> make_flowgraph_radio(const SimConfig& cfg);
+
+// A round's physical layer as the in-process radios build it (and the flowgraph transport sends it): the
+// numerology with `subcarriers` occupied carriers (0: phy.occupied; ConfigError naming phy.* if invalid), the
+// multi-user channel of the round's clients (their round SNRs, the common CFO, the channel seed from (seed,
+// round)) and the waveform round's frame, power control, estimator and lead.
+phy::Numerology round_numerology(const SimConfig& cfg, std::int64_t subcarriers);
+phy::ChannelSimConfig round_channel_config(const SimConfig& cfg, const RadioRound& round, const phy::Numerology& num);
+phy::WaveformRoundConfig round_waveform_config(const SimConfig& cfg, const RadioRound& round,
+                                               const phy::Numerology& num);
+// The checks every radio makes on a round before sending (std::invalid_argument naming the client).
+void check_radio_round(const RadioRound& round);
 
 // The mean receive SNR (dB) of a client for the whole run: channel.snr_db + U(−spread, spread) from (seed, client).
 double client_mean_snr_db(const SimConfig& cfg, std::int64_t client);

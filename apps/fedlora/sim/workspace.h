@@ -17,6 +17,7 @@
 #include "fedlora/learn/models.h"
 #include "fedlora/learn/partition.h"
 #include "fedlora/learn/train.h"
+#include "radio.h"
 
 namespace fedlora::sim {
 
@@ -89,6 +90,8 @@ std::pair<std::int64_t, std::int64_t> fault_point(const char* variable);
 void check_run_folder(const RunOptions& options);
 
 // The server's loop over the rounds (selection, support, control, radio, apply, evaluate, log, checkpoint).
-RunSummary run_rounds(const RunOptions& options, Workspace& ws, ClientPool& pool);
+// `radio` null: make_radio(ws.cfg).
+RunSummary run_rounds(const RunOptions& options, Workspace& ws, ClientPool& pool,
+                      std::unique_ptr<Radio> radio = nullptr);
 
 }  // namespace fedlora::sim

@@ -92,6 +92,11 @@ public:
 
     //! Frames received completely (aggregates published).
     virtual unsigned long frames() const = 0;
+
+    //! Where the receiver is in the current frame: "searching" (for a preamble), "pilots", "need-plan" (waits
+    //! for the round dict), "payload" or "done". With the samples it has read (nitems_read), this tells a
+    //! program that feeds it a known amount of signal whether a frame was found there.
+    virtual std::string stage() const = 0;
 };
 
 } // namespace fedlora

@@ -62,5 +62,6 @@ void bind_aircomp_blocks(py::module& m)
              py::arg("timing_backoff") = -1,
              py::arg("mimo_iterations") = 60,
              py::arg("max_dim") = 1 << 16)
-        .def("frames", &aircomp_receiver::frames);
+        .def("frames", &aircomp_receiver::frames)
+        .def("stage", &aircomp_receiver::stage);
 }

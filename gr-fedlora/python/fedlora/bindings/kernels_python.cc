@@ -120,7 +120,10 @@ void bind_kernels(py::module& m)
             },
             py::arg("inputs"),
             "Runs n samples of every device antenna through the channel; returns one array per server antenna.")
-        .def("new_realisation", &fedlora::phy::MultiUserChannel::new_realisation);
+        .def("new_realisation", &fedlora::phy::MultiUserChannel::new_realisation)
+        .def("bulk_delay",
+             &fedlora::phy::MultiUserChannel::bulk_delay,
+             "Latency common to every device, in samples (what receiver_min_gap's channel_delay needs).");
 
     m.def(
         "kernel_ofdm_modulate",
