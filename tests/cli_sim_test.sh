@@ -157,6 +157,36 @@ for r in csv.DictReader(open(run + "/rounds.csv")):
     assert abs(float(r["sparsity"]) * rank - round(float(r["sparsity"]) * rank)) < 1e-9, r["sparsity"]
 PY
 
+# ---- TSFA resumes bit for bit too: its queue and the CSI it remembers are in the checkpoint ----------------------
+tsfa=(--set controller.name=tsfa --set controller.latency_budget_s=0.03 --set controller.v=1e-4
+      --set soft.support=seeded --set phy.sample_rate=1e6 --set device.gflops=200 --set channel.shadowing_db=4)
+"$fedlora" sim "${tiny[@]}" "${tsfa[@]}" --out "$tmp/tsfa-full" > /dev/null 2>&1 || fail "tsfa reference run failed"
+FEDLORA_FAULT_KILL_AT=3:2 "$fedlora" sim "${tiny[@]}" "${tsfa[@]}" --out "$tmp/tsfa-killed" > /dev/null 2>&1; rc=$?
+[ $rc -eq 137 ] || fail "the killed tsfa run exited $rc, expected 137"
+"$fedlora" sim "${tiny[@]}" "${tsfa[@]}" --out "$tmp/tsfa-killed" --resume > /dev/null 2>&1 || fail "tsfa resume failed"
+cmp -s "$tmp/tsfa-full/adapter.safetensors" "$tmp/tsfa-killed/adapter.safetensors" || fail "resumed tsfa adapter differs"
+$py - "$tmp/tsfa-full/rounds.csv" "$tmp/tsfa-killed/rounds.csv" <<'PY' || fail "resumed tsfa rounds.csv differs"
+import csv, sys
+a = list(csv.DictReader(open(sys.argv[1])))
+b = list(csv.DictReader(open(sys.argv[2])))
+assert len(a) == len(b) == 3
+for x, y in zip(a, b):
+    for k in ("sparsity", "subcarriers", "queue", "nmse_db", "test_accuracy"):
+        assert x[k] == y[k], (x["round"], k, x[k], y[k])
+PY
+$py - "$tmp/tsfa-killed/checkpoints/latest.safetensors" <<'PY' || fail "the checkpoint lacks the controller's state"
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+h = json.loads(raw[8:8 + n])
+b, e = h["controller"]["data_offsets"]
+state = json.loads(raw[8 + n + b:8 + n + e].decode())
+assert state["controller"].startswith("tsfa") or "tsfa" in state["controller"], state["controller"][:40]
+assert state["noise_var"] > 0
+assert sorted(int(c) for c in state["csi"]) == list(range(6)), list(state["csi"])
+assert all(len(g) > 0 and all(v >= 0 for v in g) for g in state["csi"].values())
+PY
+
 # ---- the text task through the same command --------------------------------------------------------------------
 "$fedlora" sim --task text --set pretrain.dir="$tmp/pre" --set pretrain.steps=20 --set data.train_examples=800 \
   --set data.test_examples=200 --set clients=4 --set data.partition=category --set rounds=2 \

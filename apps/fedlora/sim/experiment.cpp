@@ -258,10 +258,32 @@ public:
         return queue_.push(latency_s);
     }
 
-    std::string state() const { return tsfa_ ? tsfa_->serialize() : ""; }
+    // Everything a resumed run needs to decide as the uninterrupted one: the controller's queue and the CSI it
+    // remembers per client (JSON; doubles are written with enough digits to read back exactly).
+    std::string state() const {
+        if (!tsfa_)
+            return "";
+        nlohmann::json j;
+        j["controller"] = tsfa_->serialize();
+        j["noise_var"] = noise_var_;
+        for (const auto& [c, g] : csi_)
+            j["csi"][std::to_string(c)] = g;
+        return j.dump();
+    }
     void restore(const std::string& blob) {
-        if (tsfa_ && !blob.empty())
-            tsfa_->deserialize(blob);
+        if (!tsfa_ || blob.empty())
+            return;
+        try {
+            const auto j = nlohmann::json::parse(blob);
+            tsfa_->deserialize(j.at("controller").get<std::string>());
+            noise_var_ = j.at("noise_var").get<double>();
+            csi_.clear();
+            if (j.contains("csi"))
+                for (const auto& [c, g] : j.at("csi").items())
+                    csi_[std::stoll(c)] = g.get<std::vector<double>>();
+        } catch (const nlohmann::json::exception& e) {
+            throw std::runtime_error(std::string("checkpoint: the controller state is not readable: ") + e.what());
+        }
     }
 
 private:
