@@ -749,6 +749,12 @@ RunSummary run_rounds(const RunOptions& opt, Workspace& ws, ClientPool& pool, st
         std::getline(in, line);
         double nsum = 0.0;
         std::int64_t nn = 0;
+        auto column = [](const char* name) {
+            const auto& c = round_columns();
+            return static_cast<std::size_t>(std::find(c.begin(), c.end(), name) - c.begin());
+        };
+        const std::size_t c_nmse = column("nmse_db"), c_acc = column("test_accuracy"),
+                          c_ppl = column("test_perplexity");
         while (std::getline(in, line)) {
             std::vector<std::string> cells;
             std::stringstream ls(line);
@@ -756,16 +762,16 @@ RunSummary run_rounds(const RunOptions& opt, Workspace& ws, ClientPool& pool, st
             while (std::getline(ls, cell, ','))
                 cells.push_back(cell);
             cells.resize(round_columns().size());
-            if (!cells[4].empty()) {
-                nsum += std::strtod(cells[4].c_str(), nullptr);
+            if (!cells[c_nmse].empty()) {
+                nsum += std::strtod(cells[c_nmse].c_str(), nullptr);
                 ++nn;
             }
-            if (task.vision && !cells[14].empty()) {
-                const double a = std::strtod(cells[14].c_str(), nullptr);
+            if (task.vision && !cells[c_acc].empty()) {
+                const double a = std::strtod(cells[c_acc].c_str(), nullptr);
                 sum.best_test_accuracy = std::isfinite(sum.best_test_accuracy) ? std::max(sum.best_test_accuracy, a) : a;
             }
-            if (!task.vision && !cells[15].empty()) {
-                const double p = std::strtod(cells[15].c_str(), nullptr);
+            if (!task.vision && !cells[c_ppl].empty()) {
+                const double p = std::strtod(cells[c_ppl].c_str(), nullptr);
                 sum.best_test_perplexity =
                     std::isfinite(sum.best_test_perplexity) ? std::min(sum.best_test_perplexity, p) : p;
             }
