@@ -154,7 +154,7 @@ public:
             occupied_.push_back(m);
         occupied_.push_back(cfg.phy.occupied);
         for (const auto m : occupied_)
-            data_.push_back(static_cast<std::size_t>(numerology(m).n_data()));
+            data_.push_back(static_cast<std::size_t>(round_numerology(cfg_, m).n_data()));
         if (cfg.controller.name == "tsfa")
             tsfa_ = control::make_controller("tsfa", controller_config());
     }
@@ -177,7 +177,7 @@ public:
     // Airtime arithmetic of a round with `devices` transmitters, for the controller's models.
     control::RoundTiming timing(std::size_t devices) const {
         control::RoundTiming t;
-        const auto num = numerology(cfg_.phy.occupied);
+        const auto num = round_numerology(cfg_, cfg_.phy.occupied);
         t.carrier_counts = data_;
         t.symbol_duration = num.symbol_len() / num.sample_rate;
         phy::FrameConfig fc;
@@ -287,15 +287,6 @@ public:
     }
 
 private:
-    phy::Numerology numerology(std::int64_t occupied) const {
-        phy::Numerology n;
-        n.fft_size = static_cast<int>(cfg_.phy.fft);
-        n.cp_len = static_cast<int>(cfg_.phy.cp);
-        n.n_occupied = static_cast<int>(occupied);
-        n.pilot_spacing = static_cast<int>(cfg_.phy.pilot_spacing);
-        n.sample_rate = cfg_.phy.sample_rate;
-        return n;
-    }
     SimConfig cfg_;
     control::VirtualQueue queue_;
     std::unique_ptr<control::Controller> tsfa_;

@@ -69,16 +69,6 @@ void exact_sum(const RadioRound& r, std::vector<float>& out) {
         out[i] = static_cast<float>(acc[i]);
 }
 
-double nmse_of(const std::vector<float>& estimate, const std::vector<float>& exact) {
-    double err = 0.0, ref = 0.0;
-    for (std::size_t i = 0; i < exact.size(); ++i) {
-        const double e = static_cast<double>(estimate[i]) - exact[i];
-        err += e * e;
-        ref += static_cast<double>(exact[i]) * exact[i];
-    }
-    return ref > 0.0 ? err / ref : 0.0;
-}
-
 class IdealRadio final : public Radio {
 public:
     std::string mode() const override { return "ideal"; }
@@ -246,9 +236,10 @@ public:
         estimate.resize(d);
         for (std::size_t i = 0; i < d; ++i)
             estimate[i] = static_cast<float>(acc[i]);
-        std::vector<float> exact;
-        exact_sum(r, exact);
-        rep.nmse = nmse_of(estimate, exact);
+        phy::AircompCodec dense;  // the whole payload, no support: the error of the sum over every entry
+        dense.dim = d;
+        const auto [err, ref] = phy::sum_error(r.payloads, r.weights, dense, estimate);
+        rep.nmse = ref > 0.0 ? err / ref : 0.0;
         rep.nmse_analytic = kNaN;
 
         phy::OfdmaConfig oc;
