@@ -105,13 +105,14 @@ protected:
     }
     // z = Fᴴx (the window's delay taps of x): one inverse FFT.
     void delay_taps(const VecF& x, VecF& z) {
-        cf* b = to_delay_->buffer();
+        cf* b = to_delay_->input();
         std::fill(b, b + n_, cf{});
         for (std::size_t i = 0; i < m_; ++i)
             b[bins_[i]] = x(static_cast<Eigen::Index>(i));
         to_delay_->execute();
+        const cf* r = to_delay_->output();
         for (std::size_t t = 0; t < delay_bins_.size(); ++t)
-            z(static_cast<Eigen::Index>(t)) = b[delay_bins_[t]];
+            z(static_cast<Eigen::Index>(t)) = r[delay_bins_[t]];
     }
     // c = Uᴴx.
     void coefficients(const VecF& x, VecF& c) {
@@ -121,13 +122,14 @@ protected:
     // x = Uc: one forward FFT of the window's taps V S⁻¹ c.
     void from_coefficients(const VecF& c, VecF& x) {
         g_.noalias() = from_coef_ * c;
-        cf* b = to_freq_->buffer();
+        cf* b = to_freq_->input();
         std::fill(b, b + n_, cf{});
         for (std::size_t t = 0; t < delay_bins_.size(); ++t)
             b[delay_bins_[t]] = g_(static_cast<Eigen::Index>(t));
         to_freq_->execute();
+        const cf* r = to_freq_->output();
         for (std::size_t i = 0; i < m_; ++i)
-            x(static_cast<Eigen::Index>(i)) = b[bins_[i]];
+            x(static_cast<Eigen::Index>(i)) = r[bins_[i]];
     }
     // The residual outside the window subspace is noise only, with M − r complex degrees of freedom.
     double residual_noise_var() const {

@@ -23,22 +23,31 @@ unsigned fftw_planner_flags() { return fft_planning() == FftPlanning::Estimate ?
 
 FftPlan::FftPlan(int n, int sign) : n_(n) {
     std::lock_guard<std::mutex> lock(fftw_planner_mutex());
-    buf_ = reinterpret_cast<std::complex<float>*>(fftwf_malloc(sizeof(std::complex<float>) * static_cast<std::size_t>(n)));
-    if (!buf_)
+    const auto bytes = sizeof(std::complex<float>) * static_cast<std::size_t>(n);
+    in_ = reinterpret_cast<std::complex<float>*>(fftwf_malloc(bytes));
+    out_ = reinterpret_cast<std::complex<float>*>(fftwf_malloc(bytes));
+    if (!in_ || !out_) {
+        fftwf_free(in_);
+        fftwf_free(out_);
         throw std::bad_alloc();
-    auto* b = reinterpret_cast<fftwf_complex*>(buf_);
-    plan_ = fftwf_plan_dft_1d(n, b, b, sign, fftw_planner_flags());
+    }
+    plan_ = fftwf_plan_dft_1d(n, reinterpret_cast<fftwf_complex*>(in_), reinterpret_cast<fftwf_complex*>(out_), sign,
+                              fftw_planner_flags());
     if (!plan_) {
-        fftwf_free(buf_);
+        fftwf_free(in_);
+        fftwf_free(out_);
         throw std::runtime_error("FFTW could not plan a size-" + std::to_string(n) + " transform");
     }
-    std::fill(buf_, buf_ + n, std::complex<float>{});
+    // FFTW_MEASURE overwrites the arrays while planning.
+    std::fill(in_, in_ + n, std::complex<float>{});
+    std::fill(out_, out_ + n, std::complex<float>{});
 }
 
 FftPlan::~FftPlan() {
     std::lock_guard<std::mutex> lock(fftw_planner_mutex());
     fftwf_destroy_plan(plan_);
-    fftwf_free(buf_);
+    fftwf_free(in_);
+    fftwf_free(out_);
 }
 
 }  // namespace fedlora::phy

@@ -22,13 +22,20 @@ void FrameConfig::validate() const {
 
 FrameLayout::FrameLayout(const FrameConfig& cfg) : cfg_(cfg) { cfg_.validate(); }
 
-std::complex<float> FrameLayout::payload_pilot(std::size_t i, std::size_t j) const {
-    // A fixed pseudo-random ±1 from a 32-bit integer hash of (i, j): the same on every host.
+namespace {
+// Payload pilot j of payload symbol i: a fixed pseudo-random ±1 from a 32-bit integer hash of (i, j), the same on
+// every host.
+inline float pilot_sign(std::size_t i, std::size_t j) {
     std::uint32_t x = static_cast<std::uint32_t>(i) * 0x9E3779B1u ^ static_cast<std::uint32_t>(j) * 0x85EBCA77u;
     x ^= x >> 15;
     x *= 0x2C1B3C6Du;
     x ^= x >> 12;
-    return (x & 1u) ? std::complex<float>(1.0f, 0.0f) : std::complex<float>(-1.0f, 0.0f);
+    return (x & 1u) ? 1.0f : -1.0f;
+}
+}  // namespace
+
+std::complex<float> FrameLayout::payload_pilot(std::size_t i, std::size_t j) const {
+    return {pilot_sign(i, j), 0.0f};
 }
 
 DeviceTransmitter::DeviceTransmitter(const FrameConfig& cfg, std::size_t device, double power)
@@ -127,6 +134,13 @@ FrameReceiver::FrameReceiver(const FrameConfig& cfg, const ChannelEstimatorConfi
       acc_(static_cast<std::size_t>(cfg.numerology.n_occupied)),
       data_pos_(cfg.numerology.data_positions()),
       pilot_pos_(cfg.numerology.pilot_positions()) {
+    for (std::size_t j = 0; j < data_pos_.size(); ++j) {
+        const auto m = static_cast<std::size_t>(data_pos_[j]);
+        if (j > 0 && m == static_cast<std::size_t>(data_pos_[j - 1]) + 1)
+            ++data_runs_.back().second;
+        else
+            data_runs_.emplace_back(m, 1);
+    }
     if (timing_backoff < 0 || timing_backoff > cfg.numerology.cp_len)
         throw std::invalid_argument("frame receiver: timing_backoff = " + std::to_string(timing_backoff) +
                                     " must be in [0, cp_len = " + std::to_string(cfg.numerology.cp_len) + "]");
@@ -230,52 +244,94 @@ void FrameReceiver::set_payload_plan(std::size_t R, std::size_t L, const std::ve
     ys_.resize(R);
     for (auto& y : ys_)
         y.resize(M);
-    // Combining runs in single precision, like the samples (the combiner is rounded once per plan).
+    // Combining runs in single precision, like the samples (the combiner is rounded once per plan). It is kept
+    // carrier-contiguous per (stream, antenna), combiner_[(l · R + r) · M + m], so the combining loops run over
+    // contiguous carriers.
     combiner_.resize(combiner.size());
-    for (std::size_t i = 0; i < combiner.size(); ++i)
-        combiner_[i] = std::complex<float>(combiner[i]);
+    for (std::size_t m = 0; m < M; ++m)
+        for (std::size_t l = 0; l < L; ++l)
+            for (std::size_t r = 0; r < R; ++r)
+                combiner_[(l * R + r) * M + m] = std::complex<float>(combiner[(m * L + l) * R + r]);
     expected_.assign(expected.begin(), expected.end());
+    z_.resize(L * M);
+    want_.resize(pilot_pos_.size() * L);
 }
+
+namespace {
+
+// z[m] += w[m] · y[m] for m < n, written out in real arithmetic (the same operations std::complex<float> performs
+// for finite values, without its NaN recovery branch, so the loop vectorises and the results are bit-identical).
+void multiply_accumulate(const std::complex<float>* w, const std::complex<float>* y, std::complex<float>* z,
+                         std::size_t n) {
+    const float* wf = reinterpret_cast<const float*>(w);
+    const float* yf = reinterpret_cast<const float*>(y);
+    float* zf = reinterpret_cast<float*>(z);
+    for (std::size_t m = 0; m < n; ++m) {
+        const float wr = wf[2 * m], wi = wf[2 * m + 1], yr = yf[2 * m], yi = yf[2 * m + 1];
+        zf[2 * m] += wr * yr - wi * yi;
+        zf[2 * m + 1] += wr * yi + wi * yr;
+    }
+}
+
+}  // namespace
 
 double FrameReceiver::payload_symbol(const std::complex<float>* const* window, std::size_t i, std::complex<float>* out,
                                      double* pilot_error) {
-    const std::size_t R = plan_rx_, L = plan_streams_, n_data = data_pos_.size();
+    const std::size_t R = plan_rx_, L = plan_streams_, n_data = data_pos_.size(), n_pilot = pilot_pos_.size();
     if (R == 0)
         throw std::logic_error("frame receiver: payload_symbol() before set_payload_plan()");
-    auto combine = [&](std::size_t m, std::size_t l) {
-        std::complex<float> z = 0.0f;
-        const std::complex<float>* w = combiner_.data() + (m * L + l) * R;
-        for (std::size_t r = 0; r < R; ++r)
-            z += w[r] * ys_[r][m];
-        return z;
-    };
-    auto expected_pilot = [&](std::size_t m, std::size_t j, std::size_t l) {
-        std::complex<double> want = 0.0;
-        for (std::size_t l2 = 0; l2 < L; ++l2)
-            want += expected_[(m * L + l) * L + l2] * std::complex<double>(layout_.payload_pilot(i, j * L + l2));
-        return want;
-    };
+    const std::size_t M = ys_[0].size();
     for (std::size_t r = 0; r < R; ++r)
         demod_.demodulate(window[r], ys_[r].data(), 1);
-    std::complex<double> c = 0.0;
-    for (std::size_t j = 0; j < pilot_pos_.size(); ++j) {
+    // Combined carriers z_l[m] = Σ_r W[m]_{l,r} y_r[m], summed over r in order from zero, on every carrier.
+    std::fill(z_.begin(), z_.end(), std::complex<float>{});
+    for (std::size_t l = 0; l < L; ++l)
+        for (std::size_t r = 0; r < R; ++r)
+            multiply_accumulate(combiner_.data() + (l * R + r) * M, ys_[r].data(), z_.data() + l * M, M);
+    // The expected pilots G[m] p of this symbol, and the common phase error against them: c = Σ z · conj(G p).
+    // Real arithmetic again, the operations std::complex<double> performs (p = ±1 + 0j).
+    const auto* g = reinterpret_cast<const double*>(expected_.data());
+    const auto* zf = reinterpret_cast<const float*>(z_.data());
+    double c_re = 0.0, c_im = 0.0;
+    for (std::size_t j = 0; j < n_pilot; ++j) {
         const auto m = static_cast<std::size_t>(pilot_pos_[j]);
-        for (std::size_t l = 0; l < L; ++l)
-            c += std::complex<double>(combine(m, l)) * std::conj(expected_pilot(m, j, l));
+        for (std::size_t l = 0; l < L; ++l) {
+            double w_re = 0.0, w_im = 0.0;
+            for (std::size_t l2 = 0; l2 < L; ++l2) {
+                const std::size_t e = 2 * ((m * L + l) * L + l2);
+                const double p_re = pilot_sign(i, j * L + l2), p_im = 0.0;
+                w_re += g[e] * p_re - g[e + 1] * p_im;
+                w_im += g[e] * p_im + g[e + 1] * p_re;
+            }
+            want_[j * L + l] = {w_re, w_im};
+            const double z_re = zf[2 * (l * M + m)], z_im = zf[2 * (l * M + m) + 1];
+            c_re += z_re * w_re - z_im * -w_im;
+            c_im += z_re * -w_im + z_im * w_re;
+        }
     }
+    const std::complex<double> c(c_re, c_im);
     const double cpe = std::abs(c) > 0.0 ? std::arg(c) : 0.0;
     const auto derot = std::polar(1.0f, static_cast<float>(-cpe));
+    const float dr = derot.real(), di = derot.imag();
     for (std::size_t l = 0; l < L; ++l) {
-        std::complex<float>* o = out + l * n_data;
-        for (std::size_t j = 0; j < n_data; ++j)
-            o[j] = combine(static_cast<std::size_t>(data_pos_[j]), l) * derot;
+        // Data carriers come in runs of consecutive carriers between pilots: each run is a contiguous loop.
+        float* o = reinterpret_cast<float*>(out + l * n_data);
+        for (const auto& run : data_runs_) {
+            const float* z = reinterpret_cast<const float*>(z_.data() + l * M + run.first);
+            for (std::size_t j = 0; j < run.second; ++j) {
+                const float zr = z[2 * j], zi = z[2 * j + 1];
+                o[2 * j] = zr * dr - zi * di;
+                o[2 * j + 1] = zr * di + zi * dr;
+            }
+            o += 2 * run.second;
+        }
     }
     if (pilot_error) {
-        for (std::size_t j = 0; j < pilot_pos_.size(); ++j) {
+        for (std::size_t j = 0; j < n_pilot; ++j) {
             const auto m = static_cast<std::size_t>(pilot_pos_[j]);
             for (std::size_t l = 0; l < L; ++l) {
-                const auto want = expected_pilot(m, j, l);
-                pilot_error[0] += std::norm(std::complex<double>(combine(m, l) * derot) - want);
+                const auto want = want_[j * L + l];
+                pilot_error[0] += std::norm(std::complex<double>(z_[l * M + m] * derot) - want);
                 pilot_error[1] += std::norm(want);
             }
         }

@@ -36,7 +36,8 @@ void OfdmModulator::modulate(const cf32* in, cf32* out, std::size_t n_symbols) {
     const int n = num_.fft_size;
     const int cp = num_.cp_len;
     const std::size_t n_occ = bins_.size();
-    cf32* buf = fft_->buffer();
+    cf32* buf = fft_->input();
+    const cf32* res = fft_->output();
     for (std::size_t s = 0; s < n_symbols; ++s) {
         std::fill(buf, buf + n, cf32{});
         const cf32* x = in + s * n_occ;
@@ -44,8 +45,8 @@ void OfdmModulator::modulate(const cf32* in, cf32* out, std::size_t n_symbols) {
             buf[bins_[i]] = x[i] * scale_;
         fft_->execute();
         cf32* y = out + s * static_cast<std::size_t>(n + cp);
-        std::memcpy(y, buf + (n - cp), sizeof(cf32) * static_cast<std::size_t>(cp));
-        std::memcpy(y + cp, buf, sizeof(cf32) * static_cast<std::size_t>(n));
+        std::memcpy(y, res + (n - cp), sizeof(cf32) * static_cast<std::size_t>(cp));
+        std::memcpy(y + cp, res, sizeof(cf32) * static_cast<std::size_t>(n));
     }
 }
 
@@ -62,14 +63,15 @@ void OfdmDemodulator::demodulate(const cf32* in, cf32* out, std::size_t n_symbol
     const int n = num_.fft_size;
     const int cp = num_.cp_len;
     const std::size_t n_occ = bins_.size();
-    cf32* buf = fft_->buffer();
+    cf32* buf = fft_->input();
+    const cf32* res = fft_->output();
     for (std::size_t s = 0; s < n_symbols; ++s) {
         const cf32* x = in + s * static_cast<std::size_t>(n + cp) + cp;
         std::memcpy(buf, x, sizeof(cf32) * static_cast<std::size_t>(n));
         fft_->execute();
         cf32* y = out + s * n_occ;
         for (std::size_t i = 0; i < n_occ; ++i)
-            y[i] = buf[bins_[i]] * scale_;
+            y[i] = res[bins_[i]] * scale_;
     }
 }
 

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "fedlora/phy/chanest.h"
@@ -159,11 +160,14 @@ private:
     std::unique_ptr<ChannelEstimator> estimator_;
     std::vector<std::complex<float>> pilot_, y_, y2_, acc_;
     std::vector<std::vector<std::complex<float>>> ys_;  // per receive antenna, one demodulated symbol
-    std::vector<std::complex<float>> combiner_;          // the plan's combiner, in single precision
+    std::vector<std::complex<float>> combiner_;          // the plan's combiner, single precision, [(l·R + r)·M + m]
     std::vector<std::complex<double>> expected_;         // the plan's expected response
+    std::vector<std::complex<float>> z_;                 // payload_symbol(): combined carriers, [l·M + m]
+    std::vector<std::complex<double>> want_;             // payload_symbol(): expected pilots, [j·L + l]
     std::size_t plan_rx_ = 0, plan_streams_ = 0;
     std::vector<const std::complex<float>*> windows_;    // payload(): per antenna, the current symbol
     std::vector<int> data_pos_, pilot_pos_;
+    std::vector<std::pair<std::size_t, std::size_t>> data_runs_;  // data carriers as (first carrier, run length)
 };
 
 }  // namespace fedlora::phy

@@ -27,6 +27,7 @@
 // this project's additions (docs/math.md).
 #pragma once
 
+#include <array>
 #include <complex>
 #include <cstddef>
 #include <cstdint>
@@ -176,8 +177,11 @@ private:
 
 // Phase-continuous CFO removal: out[i] = in[i] * exp(-j (phase + i * rad_per_sample)), and the phase advances by
 // n * rad_per_sample per call, so consecutive calls behave like one call on the concatenated buffer (the phase is
-// kept in double precision and re-anchored every 1024 samples; in between VOLK's rotator runs in float).
-// in == out is allowed. A detection's cfo_rad_per_sample, applied from the preamble onwards, removes its CFO.
+// kept in double precision and re-anchored every 1024 samples). In between, sample k of each run of 64 is rotated
+// by t[k] · s: a table t[k] = exp(-j k ω) made once per frequency, and the run's start phasor s, advanced in double
+// precision; there is no serial recurrence per sample, so the loop vectorises, and it has no FMA, so every x86-64
+// host computes the same bits. in == out is allowed. A detection's cfo_rad_per_sample, applied from the preamble
+// onwards, removes its CFO. Allocation-free.
 class CfoCorrector {
 public:
     explicit CfoCorrector(double rad_per_sample = 0.0, double phase = 0.0);
@@ -187,9 +191,14 @@ public:
     double phase() const { return phase_; }  // wrapped to [-pi, pi)
     void apply(const std::complex<float>* in, std::complex<float>* out, std::size_t n);
 
+    static constexpr std::size_t kRun = 64;
+
 private:
     double omega_;
     double phase_;
+    double table_omega_;                       // the frequency table_ and step_ were made for
+    std::array<float, 2 * kRun> table_{};      // t[k] = exp(-j k ω), interleaved re, im
+    std::complex<double> step_;                // exp(-j kRun ω)
 };
 
 // One-shot form of CfoCorrector; returns the phase after the last sample (wrapped to [-pi, pi)).
