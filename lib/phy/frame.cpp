@@ -1,5 +1,8 @@
 #include "fedlora/phy/frame.h"
 
+#include "complex_kernels.h"
+
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -257,23 +260,6 @@ void FrameReceiver::set_payload_plan(std::size_t R, std::size_t L, const std::ve
     want_.resize(pilot_pos_.size() * L);
 }
 
-namespace {
-
-// z[m] += w[m] · y[m] for m < n, written out in real arithmetic (the same operations std::complex<float> performs
-// for finite values, without its NaN recovery branch, so the loop vectorises and the results are bit-identical).
-void multiply_accumulate(const std::complex<float>* w, const std::complex<float>* y, std::complex<float>* z,
-                         std::size_t n) {
-    const float* wf = reinterpret_cast<const float*>(w);
-    const float* yf = reinterpret_cast<const float*>(y);
-    float* zf = reinterpret_cast<float*>(z);
-    for (std::size_t m = 0; m < n; ++m) {
-        const float wr = wf[2 * m], wi = wf[2 * m + 1], yr = yf[2 * m], yi = yf[2 * m + 1];
-        zf[2 * m] += wr * yr - wi * yi;
-        zf[2 * m + 1] += wr * yi + wi * yr;
-    }
-}
-
-}  // namespace
 
 double FrameReceiver::payload_symbol(const std::complex<float>* const* window, std::size_t i, std::complex<float>* out,
                                      double* pilot_error) {
@@ -287,7 +273,7 @@ double FrameReceiver::payload_symbol(const std::complex<float>* const* window, s
     std::fill(z_.begin(), z_.end(), std::complex<float>{});
     for (std::size_t l = 0; l < L; ++l)
         for (std::size_t r = 0; r < R; ++r)
-            multiply_accumulate(combiner_.data() + (l * R + r) * M, ys_[r].data(), z_.data() + l * M, M);
+            kernels::multiply_accumulate(combiner_.data() + (l * R + r) * M, ys_[r].data(), z_.data() + l * M, M);
     // The expected pilots G[m] p of this symbol, and the common phase error against them: c = Σ z · conj(G p).
     // Real arithmetic again, the operations std::complex<double> performs (p = ±1 + 0j).
     const auto* g = reinterpret_cast<const double*>(expected_.data());
@@ -312,18 +298,13 @@ double FrameReceiver::payload_symbol(const std::complex<float>* const* window, s
     const std::complex<double> c(c_re, c_im);
     const double cpe = std::abs(c) > 0.0 ? std::arg(c) : 0.0;
     const auto derot = std::polar(1.0f, static_cast<float>(-cpe));
-    const float dr = derot.real(), di = derot.imag();
+    // Every carrier derotated in one contiguous pass, then the data carriers (runs between pilots) copied out.
+    kernels::multiply_scalar(z_.data(), derot, z_.data(), L * M);
     for (std::size_t l = 0; l < L; ++l) {
-        // Data carriers come in runs of consecutive carriers between pilots: each run is a contiguous loop.
-        float* o = reinterpret_cast<float*>(out + l * n_data);
+        std::complex<float>* o = out + l * n_data;
         for (const auto& run : data_runs_) {
-            const float* z = reinterpret_cast<const float*>(z_.data() + l * M + run.first);
-            for (std::size_t j = 0; j < run.second; ++j) {
-                const float zr = z[2 * j], zi = z[2 * j + 1];
-                o[2 * j] = zr * dr - zi * di;
-                o[2 * j + 1] = zr * di + zi * dr;
-            }
-            o += 2 * run.second;
+            std::copy_n(z_.data() + l * M + run.first, run.second, o);
+            o += run.second;
         }
     }
     if (pilot_error) {
@@ -331,7 +312,7 @@ double FrameReceiver::payload_symbol(const std::complex<float>* const* window, s
             const auto m = static_cast<std::size_t>(pilot_pos_[j]);
             for (std::size_t l = 0; l < L; ++l) {
                 const auto want = want_[j * L + l];
-                pilot_error[0] += std::norm(std::complex<double>(z_[l * M + m] * derot) - want);
+                pilot_error[0] += std::norm(std::complex<double>(z_[l * M + m]) - want);  // z_ is derotated
                 pilot_error[1] += std::norm(want);
             }
         }

@@ -1,5 +1,7 @@
 #include "fedlora/phy/sync.h"
 
+#include "complex_kernels.h"
+
 #include "fft_plan.h"
 
 #include <fftw3.h>
@@ -195,41 +197,6 @@ void SchmidlCoxMetric::process(const std::complex<float>* in, std::size_t n, flo
 namespace {
 constexpr std::size_t kRotatorBlock = 1024;
 
-// out[k] = in[k] · t[k] · s for k < n, in real float arithmetic with no FMA: every variant rounds the same
-// products and sums, so every x86-64 host computes the same bits.
-void rotate_run_generic(const float* in, float* out, const float* t, float sr, float si, std::size_t n) {
-    for (std::size_t k = 0; k < n; ++k) {
-        const float tr = t[2 * k], ti = t[2 * k + 1];
-        const float ur = tr * sr - ti * si, ui = ti * sr + tr * si;
-        const float xr = in[2 * k], xi = in[2 * k + 1];
-        out[2 * k] = xr * ur - xi * ui;
-        out[2 * k + 1] = xi * ur + xr * ui;
-    }
-}
-
-// The same with AVX, four samples per step: a · b for interleaved complex a, b is
-// addsub(a · dup(re b), swap(a) · dup(im b)) = (ar br − ai bi, ai br + ar bi).
-__attribute__((target("avx"))) void rotate_run_avx(const float* in, float* out, const float* t, float sr, float si,
-                                                   std::size_t n) {
-    const __m256 s_re = _mm256_set1_ps(sr), s_im = _mm256_set1_ps(si);
-    std::size_t k = 0;
-    for (; k + 4 <= n; k += 4) {
-        const __m256 tv = _mm256_loadu_ps(t + 2 * k);
-        const __m256 u = _mm256_addsub_ps(_mm256_mul_ps(tv, s_re),
-                                          _mm256_mul_ps(_mm256_permute_ps(tv, 0xB1), s_im));
-        const __m256 x = _mm256_loadu_ps(in + 2 * k);
-        const __m256 y = _mm256_addsub_ps(_mm256_mul_ps(x, _mm256_moveldup_ps(u)),
-                                          _mm256_mul_ps(_mm256_permute_ps(x, 0xB1), _mm256_movehdup_ps(u)));
-        _mm256_storeu_ps(out + 2 * k, y);
-    }
-    if (k < n)
-        rotate_run_generic(in + 2 * k, out + 2 * k, t + 2 * k, sr, si, n - k);
-}
-
-using RotateRun = void (*)(const float*, float*, const float*, float, float, std::size_t);
-RotateRun pick_rotate_run() {
-    return __builtin_cpu_supports("avx") ? rotate_run_avx : rotate_run_generic;
-}
 }  // namespace
 
 CfoCorrector::CfoCorrector(double rad_per_sample, double phase)
@@ -243,23 +210,18 @@ void CfoCorrector::apply(const std::complex<float>* in, std::complex<float>* out
     if (!(table_omega_ == omega_)) {
         for (std::size_t k = 0; k < kRun; ++k) {
             const double a = -omega_ * static_cast<double>(k);
-            table_[2 * k] = static_cast<float>(std::cos(a));
-            table_[2 * k + 1] = static_cast<float>(std::sin(a));
+            table_[k] = {static_cast<float>(std::cos(a)), static_cast<float>(std::sin(a))};
         }
         step_ = std::polar(1.0, -omega_ * static_cast<double>(kRun));
         table_omega_ = omega_;
     }
-    static const RotateRun rotate = pick_rotate_run();
-    const auto* x = reinterpret_cast<const float*>(in);
-    auto* y = reinterpret_cast<float*>(out);
     std::size_t done = 0;
     while (done < n) {
         const std::size_t m = std::min(kRotatorBlock, n - done);
         std::complex<double> s = std::polar(1.0, -phase_);
         for (std::size_t k = 0; k < m; k += kRun) {
             const std::size_t len = std::min(kRun, m - k);
-            rotate(x + 2 * (done + k), y + 2 * (done + k), table_.data(), static_cast<float>(s.real()),
-                       static_cast<float>(s.imag()), len);
+            kernels::rotate(in + done + k, table_.data(), std::complex<float>(s), out + done + k, len);
             s *= step_;
         }
         phase_ = wrap_phase(phase_ + omega_ * static_cast<double>(m));

@@ -177,7 +177,7 @@ private:
 
 // Phase-continuous CFO removal: out[i] = in[i] * exp(-j (phase + i * rad_per_sample)), and the phase advances by
 // n * rad_per_sample per call, so consecutive calls behave like one call on the concatenated buffer (the phase is
-// kept in double precision and re-anchored every 1024 samples). In between, sample k of each run of 64 is rotated
+// kept in double precision and re-anchored every 1024 samples). In between, sample k of each run of 256 is rotated
 // by t[k] · s: a table t[k] = exp(-j k ω) made once per frequency, and the run's start phasor s, advanced in double
 // precision; there is no serial recurrence per sample, so the loop vectorises, and it has no FMA, so every x86-64
 // host computes the same bits. in == out is allowed. A detection's cfo_rad_per_sample, applied from the preamble
@@ -191,13 +191,13 @@ public:
     double phase() const { return phase_; }  // wrapped to [-pi, pi)
     void apply(const std::complex<float>* in, std::complex<float>* out, std::size_t n);
 
-    static constexpr std::size_t kRun = 64;
+    static constexpr std::size_t kRun = 256;
 
 private:
     double omega_;
     double phase_;
     double table_omega_;                       // the frequency table_ and step_ were made for
-    std::array<float, 2 * kRun> table_{};      // t[k] = exp(-j k ω), interleaved re, im
+    std::array<std::complex<float>, kRun> table_{};  // t[k] = exp(-j k ω)
     std::complex<double> step_;                // exp(-j kRun ω)
 };
 
