@@ -6,6 +6,8 @@
 
 #include <gnuradio/io_signature.h>
 
+#include <cstring>
+
 #include <cmath>
 
 namespace gr {
@@ -97,7 +99,7 @@ aircomp_receiver_impl::aircomp_receiver_impl(const phy::AircompReceiverConfig& c
                      gr::io_signature::make(static_cast<int>(cfg.n_rx),
                                             static_cast<int>(cfg.n_rx),
                                             sizeof(gr_complex)),
-                     gr::io_signature::make(0, 0, 0)),
+                     gr::io_signature::make(0, 1, sizeof(gr_complex))),
       d_rx(cfg),
       d_streams(n_streams),
       d_power(power),
@@ -110,6 +112,7 @@ aircomp_receiver_impl::aircomp_receiver_impl(const phy::AircompReceiverConfig& c
       d_in(cfg.n_rx),
       d_estimate(max_dim)
 {
+    d_pending_tags.reserve(8);
     message_port_register_in(pmt::mp("round"));
     message_port_register_out(pmt::mp("plan"));
     message_port_register_out(pmt::mp("csi"));
@@ -230,7 +233,7 @@ bool aircomp_receiver_impl::try_plan()
         c = pmt::dict_add(c, pmt::mp("device_snr_db"), f64(csi.snr_db));
         c = pmt::dict_add(c, pmt::mp("error_var"), f64(csi.error_var));
         c = pmt::dict_add(c, pmt::mp("noise_var"), pmt::from_double(csi.noise_var));
-        message_port_pub(pmt::mp("csi"), c);
+        publish("csi", c);
 
         std::vector<std::complex<double>> prec;
         prec.reserve(d_K * d_M * d_T * L);
@@ -281,25 +284,49 @@ void aircomp_receiver_impl::finish_frame()
     q = pmt::dict_add(q, pmt::mp("mean_cpe_rad"), pmt::from_double(d_rx.mean_cpe_rad()));
     q = pmt::dict_add(q, pmt::mp("noise_var"), pmt::from_double(d_rx.csi().noise_var));
     q = pmt::dict_add(q, pmt::mp("skipped_detections"), pmt::from_uint64(d_rx.skipped_detections()));
-    message_port_pub(pmt::mp("quality"), q);
+    publish("quality", q);
     ++d_frames;
+}
+
+void aircomp_receiver_impl::publish(const char* key, const pmt::pmt_t& dict)
+{
+    const auto port = pmt::mp(key);
+    message_port_pub(port, dict);
+    if (d_tagged_output)
+        d_pending_tags.push_back({ port, dict, d_consumed });
 }
 
 int aircomp_receiver_impl::work(int noutput_items,
                                 gr_vector_const_void_star& input_items,
-                                gr_vector_void_star&)
+                                gr_vector_void_star& output_items)
 {
     gr::thread::scoped_lock lock(d_mutex);
+    d_tagged_output = !output_items.empty();
     const auto n = static_cast<std::size_t>(noutput_items);
     std::size_t done = 0;
+    // The tagged output: antenna 0's samples, unchanged, with each csi and quality dict as a tag on the last
+    // sample consumed when it was published (a dict published before any sample of this call, e.g. when a round
+    // message let a waiting frame be planned, goes on the call's first sample). A call that consumes nothing keeps
+    // its tags for the next one.
+    auto finish = [&]() {
+        d_consumed = 0;
+        if (!d_tagged_output || done == 0)
+            return static_cast<int>(done);
+        std::memcpy(output_items[0], input_items[0], done * sizeof(gr_complex));
+        for (const auto& t : d_pending_tags)
+            add_item_tag(0, nitems_written(0) + (t.at ? t.at - 1 : 0), t.key, t.value, alias_pmt());
+        d_pending_tags.clear();
+        return static_cast<int>(done);
+    };
     for (;;) {
         for (std::size_t r = 0; r < d_R; ++r)
             d_in[r] = static_cast<const gr_complex*>(input_items[r]) + done;
         done += d_rx.consume(d_in.data(), n - done);
+        d_consumed = done;
         switch (d_rx.stage()) {
         case phy::AircompReceiver::Stage::NeedPlan:
             if (!try_plan())
-                return static_cast<int>(done); // waits for the round message
+                return finish(); // waits for the round message
             break;
         case phy::AircompReceiver::Stage::Done:
             finish_frame();
@@ -307,7 +334,7 @@ int aircomp_receiver_impl::work(int noutput_items,
             break;
         default:
             if (done == n)
-                return static_cast<int>(done);
+                return finish();
             break;
         }
     }

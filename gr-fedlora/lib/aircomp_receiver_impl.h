@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace gr {
@@ -48,6 +49,9 @@ private:
     // Returns false if no round dict is queued. A round that cannot be planned is logged and its frame skipped.
     bool try_plan();
     void finish_frame();
+    // Publishes a dict on message port `key` and queues it as a stream tag of the same key for output 0, for the
+    // last sample consumed so far in the current work() call (the first one if none yet).
+    void publish(const char* key, const pmt::pmt_t& dict);
 
     ::fedlora::phy::AircompReceiver d_rx;
     const std::size_t d_streams; // 0: single stream
@@ -60,6 +64,13 @@ private:
     round_info d_current;
     double d_truncated = 0.0, d_nmse_predicted = 0.0, d_signal_var = 0.0;
     unsigned long d_frames = 0;
+    bool d_tagged_output = false; // output 0 connected: antenna 0's samples, tagged csi / quality
+    struct pending_tag {
+        pmt::pmt_t key, value;
+        std::size_t at; // samples consumed in the work() call when it was published
+    };
+    std::vector<pending_tag> d_pending_tags;
+    std::size_t d_consumed = 0; // samples consumed so far in the current work() call (0 between calls)
     mutable gr::thread::mutex d_mutex;
 };
 

@@ -320,6 +320,57 @@ class qa_aircomp(gr_unittest.TestCase):
 
     # ---- parameters -------------------------------------------------------------------------------------------
 
+    def test_010_tagged_output_passes_samples_and_tags_csi_quality(self):
+        # The receiver's optional stream output: antenna 0's samples unchanged, and the csi / quality dicts it
+        # publishes as tags on the sample where each was known, in the same flowgraph as the messages; the
+        # aggregate stays that of the receiver without the output. Fed in pieces of 1000 samples.
+        K, dim, rounds = 2, 3001, 2
+        lay = fedlora.kernel_frame_layout(n_devices=K, n_tx=1, **FRAME)
+        chan = channel_params(K)
+        tb = gr.top_block()
+        txs = [fedlora.aircomp_transmitter(n_devices=K, device=k, budget=1.0, max_dim=dim, start_time=300 / FS,
+                                           n_rounds=rounds, **FRAME) for k in range(K)]
+        ch = fedlora.channel_model(**chan)
+        rx = fedlora.aircomp_receiver(n_devices=K, budget=[1.0], estimator="sparse", max_dim=dim, **FRAME)
+        raw, tagged = blocks.vector_sink_c(), blocks.vector_sink_c()
+        agg, qual, csi = blocks.message_debug(), blocks.message_debug(), blocks.message_debug()
+        for k, t in enumerate(txs):
+            tb.connect(t, (ch, k))
+            tb.msg_connect((rx, "plan"), (t, "plan"))
+        tb.connect(ch, rx, tagged)
+        tb.connect(ch, raw)
+        tb.msg_connect((rx, "aggregate"), (agg, "store"))
+        tb.msg_connect((rx, "quality"), (qual, "store"))
+        tb.msg_connect((rx, "csi"), (csi, "store"))
+        for b in txs + [ch, rx]:
+            b.set_max_noutput_items(1000)
+        updates = [aircomp.make_updates(K, dim, 40 + r) for r in range(rounds)]
+        for r in range(rounds):
+            aircomp.post_round(txs, rx, updates[r], round_id=r)
+        tb.run()
+        self.assertEqual(agg.num_messages(), rounds)
+        got = np.asarray(tagged.data())
+        want = np.asarray(raw.data())
+        self.assertGreater(got.size, 0)
+        np.testing.assert_array_equal(got, want[:got.size])
+        tags = {"csi": [], "quality": []}
+        for t in tagged.tags():
+            key = pmt.symbol_to_string(t.key)
+            if key in tags:
+                tags[key].append((t.offset, t.value))
+        for key, dbg in (("csi", csi), ("quality", qual)):
+            self.assertEqual(len(tags[key]), rounds, key)
+            for (offset, value), msg in zip(tags[key], messages(dbg)):
+                self.assertTrue(pmt.equal(value, msg), key)
+                self.assertLess(offset, got.size, key)
+        for r, ((c_off, c), (q_off, q)) in enumerate(zip(tags["csi"], tags["quality"])):
+            start = pmt.to_uint64(pmt.dict_ref(c, pmt.intern("frame_start"), pmt.PMT_NIL))
+            # CSI is known once the pilots are in (their FFT windows start timing_backoff = cp/8 samples early);
+            # quality once the whole payload is.
+            self.assertGreaterEqual(c_off + 1, start + lay["pilots_end"] - FRAME["cp_len"] // 8, f"round {r}")
+            self.assertGreater(q_off, c_off, f"round {r}")
+            self.assertEqual(pmt.to_long(pmt.dict_ref(q, pmt.intern("round"), pmt.PMT_NIL)), r)
+
     def test_008_bad_parameters_raise_by_name(self):
         with self.assertRaisesRegex(ValueError, "device = 5"):
             fedlora.aircomp_transmitter(n_devices=2, device=5)

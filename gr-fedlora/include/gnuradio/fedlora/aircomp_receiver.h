@@ -42,6 +42,10 @@ namespace fedlora {
  *    "noise_var", "skipped_detections".
  *  - "aggregate": a PDU (meta: round, dim, scale; f32 vector of dim values, zero off the support).
  *
+ * Stream output 0 (optional): antenna 0's samples, unchanged, with every "csi" and "quality" dict also as a
+ * stream tag (key csi / quality) on the last sample consumed when it was published (on the first sample of
+ * the next work() call if it was published between calls).
+ *
  * Sample buffers are sized in the constructor; max_dim bounds the update length.
  */
 class FEDLORA_API aircomp_receiver : virtual public gr::sync_block
