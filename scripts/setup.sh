@@ -20,6 +20,7 @@ packages=(
   # tests, benchmarks, Python bindings
   libgtest-dev libbenchmark-dev pybind11-dev python3-dev
   python3-matplotlib  # plots of fedlora report
+  xvfb xauth  # xvfb-run: a headless X server for the QT GUI teaching flowgraph's test
   # data shipped by Debian
   dataset-fashion-mnist fortunes
 )

@@ -8,3 +8,4 @@ Blocks are thin wrappers over the fedlora_phy kernels; the kernels themselves ar
 """
 
 from .fedlora_python import *  # noqa: F401,F403
+from .teaching import aircomp_round_loop, dict_to_history, dict_to_vectors, pdu_to_constellation  # noqa: F401
