@@ -9,6 +9,8 @@ src=$1 grc_dir=$2 pypath=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export GRC_BLOCKS_PATH=$grc_dir PYTHONPATH=$pypath GR_CONF_CONTROLPORT_ON=False
+# The tree's block definitions only: Debian's grc.conf also reads /usr/local, where an older install may lie.
+export GR_CONF_GRC_GLOBAL_BLOCKS_PATH=/usr/share/gnuradio/grc/blocks
 shopt -s nullglob
 n=0
 for g in "$src"/flowgraphs/*.grc; do

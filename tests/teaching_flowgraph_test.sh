@@ -20,6 +20,8 @@ trap 'rm -rf "$work"' EXIT
 command -v xvfb-run > /dev/null ||
   { echo "xvfb-run not found: install Debian's xvfb and xauth (scripts/setup.sh)"; exit 1; }
 export GRC_BLOCKS_PATH=$grc_dir PYTHONPATH=$pypath GR_CONF_CONTROLPORT_ON=False
+# The tree's block definitions only: Debian's grc.conf also reads /usr/local, where an older install may lie.
+export GR_CONF_GRC_GLOBAL_BLOCKS_PATH=/usr/share/gnuradio/grc/blocks
 # The window's saved geometry (QSettings) and Qt's runtime directory stay in the scratch directory.
 export XDG_CONFIG_HOME=$work/config XDG_RUNTIME_DIR=$work/runtime
 mkdir -m 700 "$work/runtime"

@@ -25,7 +25,7 @@ std::vector<cf32> random_values(std::size_t n, std::mt19937& rng) {
 }
 
 bool bit_equal(const std::vector<cf32>& a, const std::vector<cf32>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(cf32)) == 0;
+    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(cf32)) == 0);
 }
 
 TEST(PhyKernels, MultiplyAccumulateIsStdComplexBitForBit) {

@@ -9,6 +9,8 @@ src=$1 grc_dir=$2 pypath=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export GRC_BLOCKS_PATH=$grc_dir PYTHONPATH=$pypath GR_CONF_CONTROLPORT_ON=False
+# The tree's block definitions only: Debian's grc.conf also reads /usr/local, where an older install may lie.
+export GR_CONF_GRC_GLOBAL_BLOCKS_PATH=/usr/share/gnuradio/grc/blocks
 unset UHD_LOG_CONSOLE_LEVEL FEDLORA_GR_LOG_LEVEL
 for g in device_tx server_rx; do
   /usr/bin/python3 /usr/bin/grcc -o "$work" "$src/flowgraphs/$g.grc" > "$work/grcc.log" 2>&1 \
