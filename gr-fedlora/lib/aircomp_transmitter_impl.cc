@@ -5,18 +5,99 @@
 #include "burst_time.h"
 #include "pmt_args.h"
 
+#include "fedlora/calib/file.h"
 #include "fedlora/phy/aircomp_round.h"
 
 #include <gnuradio/io_signature.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 namespace gr {
 namespace fedlora {
 
 namespace phy = ::fedlora::phy;
+
+namespace {
+
+std::string num(double v)
+{
+    char b[64];
+    std::snprintf(b, sizeof b, "%.6g", v);
+    return b;
+}
+
+// Looks the transmitter's calibration up in the file: the correction of every antenna and, with a budget in dBm,
+// the TX gain and the linear budget. Errors name the block, the parameter or (from the file's lookups) the
+// serial, the key and the frequency.
+transmitter_calibration lookup_calibration(const phy::FrameConfig& frame,
+                                           double& budget,
+                                           const std::string& file,
+                                           const std::string& serial,
+                                           int channel,
+                                           double frequency,
+                                           const std::string& unit,
+                                           double tx_gain)
+{
+    const std::string me = "aircomp_transmitter";
+    transmitter_calibration c;
+    if (unit != "linear" && unit != "dBm")
+        throw std::invalid_argument(me + ": budget_unit = '" + unit + "' must be 'linear' or 'dBm'");
+    if (file.empty()) {
+        if (unit == "dBm")
+            throw std::invalid_argument(me + ": budget_unit = 'dBm' needs a calibration file (its TX power "
+                                             "table turns dBm into a gain and a linear budget)");
+        return c;
+    }
+    if (serial.empty())
+        throw std::invalid_argument(me + ": calibration = '" + file +
+                                    "' needs the radio's serial (parameter 'serial'), which keys the file");
+    if (channel < 0 || channel + static_cast<int>(frame.n_tx) > 32)
+        throw std::invalid_argument(me + ": channel = " + std::to_string(channel) + " must be in [0, " +
+                                    std::to_string(32 - static_cast<int>(frame.n_tx)) + "] for " +
+                                    std::to_string(frame.n_tx) + " antenna(s)");
+    if (!(frequency > 0.0) || !std::isfinite(frequency))
+        throw std::invalid_argument(me + ": frequency = " + num(frequency) + " Hz must be positive");
+    if (unit == "dBm" && frame.n_tx != 1)
+        throw std::invalid_argument(me + ": budget_unit = 'dBm' needs n_tx = 1 (got " +
+                                    std::to_string(frame.n_tx) +
+                                    "); give multi-antenna budgets as linear P_k");
+    try {
+        const auto set = ::fedlora::calib::load_calibration(file);
+        const double fs = frame.numerology.sample_rate;
+        for (std::size_t a = 0; a < frame.n_tx; ++a)
+            c.corrections.push_back(set.correction(serial, channel + static_cast<int>(a), frequency, fs));
+        const auto& k = c.corrections.front();
+        c.describe = "calibration " + file + ", serial '" + serial + "' channel " + std::to_string(channel) +
+                     " at " + phy::format_frequency(frequency) + ": advance " + num(k.advance_samples) +
+                     " samples, phase " + num(k.phase_rad) + " rad at sample " +
+                     std::to_string(k.reference_sample) + ", CFO " + num(k.cfo_hz) + " Hz";
+        if (unit == "dBm") {
+            const double dbm = budget;
+            if (tx_gain < 0.0) {
+                const auto ps = phy::tx_power_setting(set, serial, channel, frequency, dbm);
+                c.tx_gain = ps.gain_db;
+                budget = ps.linear_budget;
+            } else {
+                c.tx_gain = tx_gain;
+                budget = phy::linear_budget(set, serial, channel, frequency, tx_gain, dbm);
+            }
+            // The TX power table refers to phy power 1 at the file's digital reference level: the samples are
+            // scaled to it, so that the radio radiates the budget.
+            for (auto& x : c.corrections)
+                x.gain_db = set.tx_reference_dbfs;
+            c.describe += "; budget " + num(dbm) + " dBm: TX gain " + num(c.tx_gain) + " dB, linear budget " +
+                          num(budget) + ", phy power 1 at " + num(set.tx_reference_dbfs) + " dBFS";
+        }
+    } catch (const phy::CalibrationError& e) {
+        throw phy::CalibrationError(me + ": " + e.what());
+    }
+    return c;
+}
+
+} // namespace
 
 aircomp_transmitter::sptr aircomp_transmitter::make(int n_devices,
                                                     int device,
@@ -32,7 +113,13 @@ aircomp_transmitter::sptr aircomp_transmitter::make(int n_devices,
                                                     double budget,
                                                     int max_dim,
                                                     double start_time,
-                                                    int n_rounds)
+                                                    int n_rounds,
+                                                    const std::string& calibration,
+                                                    const std::string& serial,
+                                                    int channel,
+                                                    double frequency,
+                                                    const std::string& budget_unit,
+                                                    double tx_gain)
 {
     const char* me = "aircomp_transmitter";
     frame_params p{ n_devices, n_tx,    fft_size, cp_len,        n_occupied,
@@ -41,9 +128,12 @@ aircomp_transmitter::sptr aircomp_transmitter::make(int n_devices,
     if (device < 0 || device >= n_devices)
         throw std::invalid_argument(std::string(me) + ": device = " + std::to_string(device) +
                                     " must be in [0, n_devices = " + std::to_string(n_devices) + ")");
-    if (!(budget > 0.0) || !std::isfinite(budget))
+    if (budget_unit != "dBm" && (!(budget > 0.0) || !std::isfinite(budget)))
         throw std::invalid_argument(std::string(me) + ": budget = " + std::to_string(budget) +
                                     " must be finite and > 0");
+    if (budget_unit == "dBm" && !std::isfinite(budget))
+        throw std::invalid_argument(std::string(me) + ": budget = " + std::to_string(budget) +
+                                    " dBm is not finite");
     if (max_dim < 1)
         throw std::invalid_argument(std::string(me) + ": max_dim = " + std::to_string(max_dim) +
                                     " must be >= 1");
@@ -53,12 +143,15 @@ aircomp_transmitter::sptr aircomp_transmitter::make(int n_devices,
     if (n_rounds < 0)
         throw std::invalid_argument(std::string(me) + ": n_rounds = " + std::to_string(n_rounds) +
                                     " must be >= 0");
+    const auto cal = lookup_calibration(
+        frame, budget, calibration, serial, channel, frequency, budget_unit, tx_gain);
     return gnuradio::make_block_sptr<aircomp_transmitter_impl>(frame,
                                                                static_cast<std::size_t>(device),
                                                                budget,
                                                                static_cast<std::size_t>(max_dim),
                                                                start_time,
-                                                               static_cast<unsigned long>(n_rounds));
+                                                               static_cast<unsigned long>(n_rounds),
+                                                               cal);
 }
 
 aircomp_transmitter_impl::aircomp_transmitter_impl(const phy::FrameConfig& frame,
@@ -66,7 +159,8 @@ aircomp_transmitter_impl::aircomp_transmitter_impl(const phy::FrameConfig& frame
                                                    double budget,
                                                    std::size_t max_dim,
                                                    double start_time,
-                                                   unsigned long n_rounds)
+                                                   unsigned long n_rounds,
+                                                   const transmitter_calibration& cal)
     : gr::block("aircomp_transmitter",
                 gr::io_signature::make(0, 0, 0),
                 gr::io_signature::make(static_cast<int>(frame.n_tx),
@@ -82,6 +176,12 @@ aircomp_transmitter_impl::aircomp_transmitter_impl(const phy::FrameConfig& frame
       d_max_dim(max_dim),
       d_fs(frame.numerology.sample_rate),
       d_n_rounds(n_rounds),
+      d_budget(budget),
+      d_tx_gain(cal.tx_gain),
+      d_key_command(pmt::mp("tx_command")),
+      d_gain_command(cal.tx_gain >= 0.0
+                         ? pmt::dict_add(pmt::make_dict(), pmt::mp("gain"), pmt::from_double(cal.tx_gain))
+                         : pmt::PMT_NIL),
       d_burst_time(pmt::PMT_NIL),
       d_burst_info(pmt::PMT_NIL),
       d_key_burst(pmt::mp("fedlora_burst"))
@@ -100,6 +200,34 @@ aircomp_transmitter_impl::aircomp_transmitter_impl(const phy::FrameConfig& frame
     d_update.reserve(max_dim);
     d_codec.support.reserve(max_dim);
     d_next_frame = static_cast<std::uint64_t>(std::llround(start_time * d_fs));
+
+    // Calibration: the corrected bursts keep their lengths and start d_shift samples early, so the silence after
+    // each burst's content (the gap after the pilots, the guard symbol after the payload) must hold lead + tail.
+    std::size_t tail = 0;
+    for (const auto& c : cal.corrections) {
+        d_corr.emplace_back(c, d_fs);
+        d_shift = std::max(d_shift, d_corr.back().lead());
+        tail = std::max(tail, d_corr.back().tail());
+    }
+    if (!d_corr.empty()) {
+        const std::size_t room = d_shift + tail;
+        if (frame.gap < room)
+            throw std::invalid_argument("aircomp_transmitter: gap = " + std::to_string(frame.gap) +
+                                        " samples cannot hold the calibrated bursts' advance and filter tail (" +
+                                        std::to_string(d_shift) + " + " + std::to_string(tail) +
+                                        " samples); raise the gap");
+        if (d_S < room)
+            throw std::invalid_argument("aircomp_transmitter: the calibration's timing advance (" +
+                                        num(cal.corrections.front().advance_samples) +
+                                        " samples) needs " + std::to_string(room) +
+                                        " silent samples after the payload, more than its guard symbol (" +
+                                        std::to_string(d_S) + ")");
+        d_pilots_tx.assign(d_T, std::vector<gr_complex>(d_pilots[0].size(), gr_complex{}));
+        d_payload_tx.resize(d_T);
+        for (auto& p : d_payload_tx)
+            p.reserve((max_ofdm + 1) * d_S);
+        d_logger->info("device {}: {}; bursts go out {} samples early", device, cal.describe, d_shift);
+    }
 
     set_tag_propagation_policy(TPP_DONT);
     message_port_register_in(pmt::mp("update"));
@@ -169,6 +297,10 @@ bool aircomp_transmitter_impl::start_round(const pmt::pmt_t& pdu)
             throw std::invalid_argument("frame at sample " + std::to_string(frame) +
                                         " starts before the end of the previous burst (" +
                                         std::to_string(d_cursor) + ")");
+        if (frame < d_shift)
+            throw std::invalid_argument("frame at sample " + std::to_string(frame) +
+                                        " is earlier than the calibrated bursts' advance (" +
+                                        std::to_string(d_shift) + " samples): start later");
         d_codec.dim = n;
         d_codec.scale = scale;
         dict_indices(meta, "support", d_codec.support);
@@ -181,6 +313,15 @@ bool aircomp_transmitter_impl::start_round(const pmt::pmt_t& pdu)
         d_round = round;
         d_frame = frame;
         d_payload_ready = false;
+        // The corrected pilot burst: the CFO counter-rotation depends on where it lands on the timeline.
+        const std::size_t P = d_pilots[0].size();
+        for (std::size_t a = 0; a < d_corr.size(); ++a)
+            d_corr[a].apply(d_pilots[a].data(),
+                            P,
+                            static_cast<std::int64_t>(frame),
+                            d_pilots_tx[a].data(),
+                            P,
+                            static_cast<std::int64_t>(frame - d_shift));
         return true;
     } catch (const std::exception& e) {
         d_logger->error("update dropped: {}", e.what());
@@ -190,8 +331,11 @@ bool aircomp_transmitter_impl::start_round(const pmt::pmt_t& pdu)
 
 void aircomp_transmitter_impl::start_burst(bool payload)
 {
-    const std::uint64_t at = payload ? d_frame + d_layout.payload_offset(0) : d_frame;
-    d_burst = payload ? &d_payload : &d_pilots;
+    const std::uint64_t at = (payload ? d_frame + d_layout.payload_offset(0) : d_frame) - d_shift;
+    if (d_corr.empty())
+        d_burst = payload ? &d_payload : &d_pilots;
+    else
+        d_burst = payload ? &d_payload_tx : &d_pilots_tx;
     d_burst_len = (*d_burst)[0].size();
     d_burst_pos = 0;
     d_burst_time = to_tx_time(at, d_fs);
@@ -243,6 +387,17 @@ void aircomp_transmitter_impl::handle_plan(const pmt::pmt_t& msg)
         d_dev.payload(d_symbols, Ls, d_precoders, d_payload);
         for (auto& a : d_payload)
             a.resize(n_ofdm * d_S + d_S); // the guard symbol: zeros
+        const std::size_t len = d_payload[0].size();
+        const auto at = static_cast<std::int64_t>(d_frame + d_layout.payload_offset(0));
+        for (std::size_t a = 0; a < d_corr.size(); ++a) {
+            d_payload_tx[a].resize(len);
+            d_corr[a].apply(d_payload[a].data(),
+                            len,
+                            at,
+                            d_payload_tx[a].data(),
+                            len,
+                            at - static_cast<std::int64_t>(d_shift));
+        }
         d_payload_ready = true;
         if (d_state == state::wait_plan)
             start_burst(true);
@@ -288,6 +443,8 @@ int aircomp_transmitter_impl::general_work(int noutput_items,
             add_item_tag(static_cast<unsigned>(a), first, tag_tx_sob(), pmt::PMT_T);
             add_item_tag(static_cast<unsigned>(a), first, tag_tx_time(), d_burst_time);
             add_item_tag(static_cast<unsigned>(a), first, d_key_burst, d_burst_info);
+            if (!pmt::is_null(d_gain_command))
+                add_item_tag(static_cast<unsigned>(a), first, d_key_command, d_gain_command);
         }
         if (d_burst_pos + n == d_burst_len)
             add_item_tag(static_cast<unsigned>(a), first + n - 1, tag_tx_eob(), pmt::PMT_T);

@@ -7,6 +7,7 @@
 #include <gnuradio/thread/thread.h>
 
 #include "fedlora/phy/aircomp.h"
+#include "fedlora/phy/calibration.h"
 #include "fedlora/phy/frame.h"
 
 #include <complex>
@@ -17,6 +18,14 @@
 namespace gr {
 namespace fedlora {
 
+// What the calibration file gave the transmitter (make() looks it up): one correction per antenna, and with a
+// budget in dBm the TX gain and the linear budget.
+struct transmitter_calibration {
+    std::string describe;                                       // for the log
+    std::vector<::fedlora::phy::TransmitCorrection> corrections; // per antenna; empty: none
+    double tx_gain = -1.0;                                      // >= 0: set on the radio by tx_command tags
+};
+
 class aircomp_transmitter_impl : public aircomp_transmitter
 {
 public:
@@ -25,7 +34,8 @@ public:
                              double budget,
                              std::size_t max_dim,
                              double start_time,
-                             unsigned long n_rounds);
+                             unsigned long n_rounds,
+                             const transmitter_calibration& cal);
 
     int general_work(int noutput_items,
                      gr_vector_int& ninput_items,
@@ -33,6 +43,9 @@ public:
                      gr_vector_void_star& output_items) override;
 
     unsigned long rounds_sent() const override;
+    double linear_budget() const override { return d_budget; }
+    double tx_gain() const override { return d_tx_gain; }
+    int advance() const override { return static_cast<int>(d_shift); }
 
 private:
     enum class state { idle, pilots, wait_plan, payload, finished };
@@ -51,6 +64,13 @@ private:
     const std::size_t d_device, d_T, d_M, d_n_data, d_S, d_max_dim;
     const double d_fs;
     const unsigned long d_n_rounds;
+    const double d_budget, d_tx_gain;
+
+    // Calibration: per antenna, the corrector and the corrected bursts (sent d_shift samples early).
+    std::vector<::fedlora::phy::TransmitCorrector> d_corr;
+    std::size_t d_shift = 0;
+    std::vector<std::vector<gr_complex>> d_pilots_tx, d_payload_tx;
+    const pmt::pmt_t d_key_command, d_gain_command;
 
     std::vector<std::vector<gr_complex>> d_pilots;  // per antenna: the pilot burst, up to the payload offset
     std::vector<std::vector<gr_complex>> d_payload; // per antenna: payload symbols and the guard symbol

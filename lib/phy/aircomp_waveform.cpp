@@ -145,8 +145,25 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
 
     // The same pieces a flowgraph runs (aircomp_round.h): device transmitters, the channel, the server's
     // streaming receiver and the round planner.
+    // Calibrated radios: every device's bursts pass through its TransmitCorrector, each burst as long as
+    // uncorrected and starting lead_k samples earlier (as the aircomp_transmitter block sends them).
+    std::vector<TransmitCorrector> corr;
+    CorrectionSpan span;
+    if (!cfg.corrections.empty()) {
+        if (cfg.corrections.size() != K)
+            throw std::invalid_argument("waveform round: " + std::to_string(cfg.corrections.size()) +
+                                        " transmit corrections for " + std::to_string(K) + " devices");
+        for (const auto& c : cfg.corrections)
+            corr.emplace_back(c, num.sample_rate);
+        span = correction_span(cfg.corrections, num.sample_rate);
+        if (cfg.lead < span.lead)
+            throw std::invalid_argument("waveform round: lead = " + std::to_string(cfg.lead) +
+                                        " samples is shorter than the largest corrected burst's advance (" +
+                                        std::to_string(span.lead) + " samples)");
+    }
     FrameConfig frame = fc;
-    frame.gap = std::max(fc.gap, receiver_min_gap(fc, static_cast<std::size_t>(channel.bulk_delay())));
+    frame.gap = std::max(fc.gap, receiver_min_gap(fc, static_cast<std::size_t>(channel.bulk_delay())) + span.lead +
+                                     span.tail);
     const FrameLayout layout(frame);
     const auto pilot_power = pilot_powers(cfg.power, T);
     AircompReceiverConfig rc;
@@ -158,14 +175,26 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
     AircompReceiver receiver(rc);
 
     // --- pilot burst: every device from sample `lead` on the common timeline --------------------------------
+    // (corrected: device k's pilot burst, zero-padded to the payload offset P, occupies [lead − lead_k, lead −
+    // lead_k + P); this pass ends where the earliest corrected payload begins)
     const std::size_t burst = cfg.lead + layout.pilots_end() + frame.gap;
-    std::vector<std::vector<cf>> tx(K * T, std::vector<cf>(burst, cf{}));
-    std::vector<std::vector<cf>> one(T, std::vector<cf>(layout.pilots_end()));
+    const std::size_t P = layout.payload_offset(0);
+    const std::size_t pass1 = burst - span.lead;
+    std::vector<std::vector<cf>> tx(K * T, std::vector<cf>(pass1, cf{}));
+    std::vector<std::vector<cf>> one(T, std::vector<cf>(corr.empty() ? layout.pilots_end() : P, cf{}));
     for (std::size_t k = 0; k < K; ++k) {
         DeviceTransmitter dev(frame, k, pilot_power[k]);
         dev.pilot_burst(one);
-        for (std::size_t a = 0; a < T; ++a)
-            std::copy(one[a].begin(), one[a].end(), tx[k * T + a].begin() + static_cast<std::ptrdiff_t>(cfg.lead));
+        for (std::size_t a = 0; a < T; ++a) {
+            if (corr.empty()) {
+                std::copy(one[a].begin(), one[a].end(),
+                          tx[k * T + a].begin() + static_cast<std::ptrdiff_t>(cfg.lead));
+                continue;
+            }
+            const std::size_t w = cfg.lead - corr[k].lead();
+            corr[k].apply(one[a].data(), P, static_cast<std::int64_t>(cfg.lead), tx[k * T + a].data() + w,
+                          std::min(P, pass1 - w), static_cast<std::int64_t>(w));
+        }
     }
     std::vector<std::vector<cf>> rx(R);
     for (auto& r : rx)
@@ -223,6 +252,16 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
     receiver.set_plan(plan.combiner, plan_response(plan, h_used), L, n_ofdm);
 
     // --- payload: every device encodes, precodes and transmits at once ---------------------------------------
+    // Devices with timing offsets (or calibrated bursts) arrive up to their offset later: the channel then also
+    // runs through a silent symbol and the largest offset after the payload, so that the last payload symbol is
+    // received whole (without offsets and corrections nothing is added: the timeline stays as it was).
+    double max_offset = 0.0;
+    for (const auto& d : channel.config().devices)
+        max_offset = std::max(max_offset, d.timing_offset_samples);
+    const std::size_t after = corr.empty() && max_offset == 0.0
+                                  ? 0
+                                  : (corr.empty() ? layout.symbol_len() : 0) +
+                                        static_cast<std::size_t>(std::ceil(max_offset));
     std::vector<cf> sym(n_ofdm * L * n_data, cf{});
     std::vector<std::vector<cf>> wave;
     for (std::size_t k = 0; k < K; ++k) {
@@ -230,8 +269,20 @@ WaveformReport aircomp_round_waveform(const std::vector<std::vector<float>>& upd
         codec.encode(updates[k].data(), weights[k], sym.data());
         DeviceTransmitter dev(frame, k, pilot_power[k]);
         dev.payload(sym, L, plan.precoders[k], wave);
-        for (std::size_t a = 0; a < T; ++a)
-            tx[k * T + a].assign(wave[a].begin(), wave[a].end());
+        for (std::size_t a = 0; a < T; ++a) {
+            if (corr.empty()) {
+                tx[k * T + a].assign(wave[a].begin(), wave[a].end());
+                tx[k * T + a].resize(wave[a].size() + after, cf{});
+                continue;
+            }
+            // The payload and one symbol of zeros, from lead + P − lead_k; this pass starts at lead + P − span.lead.
+            const std::size_t n = (n_ofdm + 1) * layout.symbol_len();
+            wave[a].resize(n, cf{});
+            tx[k * T + a].assign(span.lead + n + after, cf{});
+            const std::size_t o = span.lead - corr[k].lead();
+            corr[k].apply(wave[a].data(), n, static_cast<std::int64_t>(cfg.lead + P), tx[k * T + a].data() + o, n,
+                          static_cast<std::int64_t>(cfg.lead + P - corr[k].lead()));
+        }
     }
     through_channel(channel, tx, rx);
 

@@ -437,6 +437,16 @@ void TransmitCorrector::apply(const cf* in, std::size_t n_in, std::int64_t in_st
     }
 }
 
+CorrectionSpan correction_span(const std::vector<TransmitCorrection>& c, double sample_rate) {
+    CorrectionSpan s;
+    for (const auto& x : c) {
+        const TransmitCorrector t(x, sample_rate);
+        s.lead = std::max(s.lead, t.lead());
+        s.tail = std::max(s.tail, t.tail());
+    }
+    return s;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The record
 
@@ -697,6 +707,43 @@ TransmitCorrection CalibrationSet::correction(const std::string& serial, int ch,
     c.cfo_hz = a.cfo_hz;
     c.reference_sample = static_cast<std::int64_t>(std::llround(a.reference_time_s * sample_rate_hz));
     return c;
+}
+
+std::vector<std::string> CalibrationSet::aligned_serials(int ch, double hz, double sample_rate_hz) const {
+    std::vector<std::string> out;
+    for (const auto& d : devices)
+        for (const auto& c : d.channels)
+            if (c.channel == ch)
+                for (const auto& a : c.alignment)
+                    if (std::fabs(a.frequency_hz - hz) <= frequency_tolerance_hz &&
+                        std::fabs(a.sample_rate_hz - sample_rate_hz) <= 1e-6 * sample_rate_hz) {
+                        out.push_back(d.serial);
+                        break;
+                    }
+    return out;
+}
+
+void CalibrationSet::set_alignment(const std::string& serial, const std::string& product, int ch,
+                                   const AlignmentRecord& a) {
+    auto dev = std::find_if(devices.begin(), devices.end(), [&](const auto& d) { return d.serial == serial; });
+    if (dev == devices.end()) {
+        devices.push_back({serial, product, {}});
+        dev = devices.end() - 1;
+    }
+    auto c = std::find_if(dev->channels.begin(), dev->channels.end(), [&](const auto& x) { return x.channel == ch; });
+    if (c == dev->channels.end()) {
+        ChannelCalibration fresh;
+        fresh.channel = ch;
+        dev->channels.push_back(fresh);
+        c = dev->channels.end() - 1;
+    }
+    for (auto& old : c->alignment)
+        if (std::fabs(old.frequency_hz - a.frequency_hz) <= frequency_tolerance_hz &&
+            old.sample_rate_hz == a.sample_rate_hz) {
+            old = a;
+            return;
+        }
+    c->alignment.push_back(a);
 }
 
 TxPowerSetting tx_power_setting(const CalibrationSet& cal, const std::string& serial, int ch, double hz,

@@ -165,6 +165,26 @@ const std::vector<Field>& fields() {
         {"device.power", Kind::Real, "transmit power budget per subcarrier (linear, all antennas)", 1e-9, 1e9, {},
          field_ref(&SimConfig::device, &SimConfig::Device::power)},
 
+        {"radio.calibration", Kind::Text,
+         "calibration file (calibration/README.md; empty: none): every client's samples pass through the "
+         "transmit correction of its radio's alignment at radio.frequency_hz and phy.sample_rate (mode aircomp, "
+         "phy.tx 1). The radios are virtual: the file should describe the impairments of radio.timing_offsets and "
+         "radio.cfo_offsets_hz (e.g. fedlora calibrate --timing-offset ... --cfo-hz ...)",
+         -kInf, kInf, {}, field_ref(&SimConfig::radio, &SimConfig::Radio::calibration)},
+        {"radio.serials", Kind::List,
+         "serial of each client's radio in radio.calibration, one per client in client order (empty: the file's "
+         "devices aligned at radio.frequency_hz, in file order)",
+         -kInf, kInf, {}, field_ref(&SimConfig::radio, &SimConfig::Radio::serials)},
+        {"radio.frequency_hz", Kind::Real, "LO frequency of the calibration lookups, Hz", 1e6, 1e11, {},
+         field_ref(&SimConfig::radio, &SimConfig::Radio::frequency_hz)},
+        {"radio.timing_offsets", Kind::List,
+         "virtual radios: each client's timing offset in samples, [0, 4096], injected by the channel (mode "
+         "aircomp; empty: none)",
+         -kInf, kInf, {}, field_ref(&SimConfig::radio, &SimConfig::Radio::timing_offsets)},
+        {"radio.cfo_offsets_hz", Kind::List,
+         "virtual radios: each client's carrier offset in Hz on top of channel.cfo (mode aircomp; empty: none)",
+         -kInf, kInf, {}, field_ref(&SimConfig::radio, &SimConfig::Radio::cfo_offsets_hz)},
+
         {"controller.name", Kind::Text,
          "fixed (soft.rho and phy.occupied every round) or tsfa (sparsity and bandwidth per round by Lyapunov "
          "drift-plus-penalty from the measured CSI)",
@@ -427,6 +447,39 @@ std::vector<std::int64_t> SimConfig::rank_candidates() const {
     return r;
 }
 
+namespace {
+
+// A per-client list of numbers: empty, or one value per client, each in [lo, hi].
+std::vector<double> per_client(const std::vector<std::string>& items, const char* key, std::int64_t clients,
+                               double lo, double hi) {
+    std::vector<double> v;
+    for (const auto& t : items) {
+        char* end = nullptr;
+        const double x = std::strtod(t.c_str(), &end);
+        if (t.empty() || *end || !std::isfinite(x))
+            throw ConfigError(std::string("config key '") + key + "': '" + t + "' is not a number");
+        if (x < lo || x > hi)
+            throw ConfigError(std::string("config key '") + key + "': " + t + " is out of range [" + format_real(lo) +
+                              ", " + format_real(hi) + "]");
+        v.push_back(x);
+    }
+    if (!v.empty() && static_cast<std::int64_t>(v.size()) != clients)
+        throw ConfigError(std::string("config key '") + key + "': " + std::to_string(v.size()) + " values for " +
+                          std::to_string(clients) + " clients (give one per client, or none)");
+    return v;
+}
+
+}  // namespace
+
+std::vector<double> SimConfig::radio_timing_offsets() const {
+    return per_client(radio.timing_offsets, "radio.timing_offsets", clients, 0.0, 4096.0);
+}
+
+std::vector<double> SimConfig::radio_cfo_offsets_hz() const {
+    return per_client(radio.cfo_offsets_hz, "radio.cfo_offsets_hz", clients, -0.45 * phy.sample_rate,
+                      0.45 * phy.sample_rate);
+}
+
 std::vector<std::string> SimConfig::lora_targets() const {
     if (!lora.targets.empty())
         return lora.targets;
@@ -481,6 +534,26 @@ void SimConfig::validate() const {
                               "transport flowgraph the clients are separate processes whose B the run cannot "
                               "checkpoint; use fedit or ffa (or transport inprocess)");
     }
+    const bool impaired = !radio_timing_offsets().empty() || !radio_cfo_offsets_hz().empty();
+    if (impaired && mode != "aircomp")
+        throw ConfigError(std::string("config key '") +
+                          (radio.timing_offsets.empty() ? "radio.cfo_offsets_hz" : "radio.timing_offsets") +
+                          "': per-client timing offsets and CFOs exist only in the waveform-level round (mode "
+                          "aircomp), not mode '" + mode + "'");
+    if (!radio.calibration.empty()) {
+        if (mode != "aircomp")
+            throw ConfigError("config key 'radio.calibration': the transmit corrections act on waveforms (mode "
+                              "aircomp), not mode '" + mode + "'");
+        if (phy.tx != 1)
+            throw ConfigError("config key 'radio.calibration': the simulator applies one radio channel's "
+                              "correction per client (phy.tx 1), not phy.tx " + std::to_string(phy.tx));
+    } else if (!radio.serials.empty()) {
+        throw ConfigError("config key 'radio.serials': names devices of a calibration file, but radio.calibration "
+                          "is empty");
+    }
+    if (!radio.serials.empty() && static_cast<std::int64_t>(radio.serials.size()) != clients)
+        throw ConfigError("config key 'radio.serials': " + std::to_string(radio.serials.size()) + " serials for " +
+                          std::to_string(clients) + " clients (give one per client, or none)");
     if (aggregation == "fedsa" && soft.rho < 1.0 && soft.support == "top")
         throw ConfigError("config key 'soft.support': 'top' ranks components by the global adapter, which fedsa "
                           "does not have (B stays local); use soft.support=seeded with fedsa");

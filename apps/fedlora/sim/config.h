@@ -105,6 +105,19 @@ struct SimConfig {
         double power = 1.0;    // transmit budget per subcarrier
     } device;
 
+    // The devices' radios. Calibration: every transmitting client's samples pass through the TransmitCorrector of
+    // its radio's alignment in the calibration file (as the gr-fedlora aircomp_transmitter applies it). The
+    // simulator has no hardware: its radios are virtual, with the per-client timing offsets and CFOs below
+    // injected by the channel simulator, and the file is expected to describe those radios (e.g. written by
+    // `fedlora calibrate` with the same impairments). Mode aircomp only.
+    struct Radio {
+        std::string calibration;                  // calibration file (empty: none)
+        std::vector<std::string> serials;         // serial of client c's radio: entry c (empty: the file's order)
+        double frequency_hz = 2.45e9;             // LO frequency of the calibration's lookups
+        std::vector<std::string> timing_offsets;  // per client, samples (empty: none)
+        std::vector<std::string> cfo_offsets_hz;  // per client, Hz on top of channel.cfo (empty: none)
+    } radio;
+
     struct Controller {
         std::string name = "fixed";         // fixed | tsfa
         double v = 1.0;                     // TSFA penalty weight V (s²)
@@ -133,6 +146,9 @@ struct SimConfig {
     // controller.rho_grid and controller.rank_candidates as numbers (ConfigError naming the key otherwise).
     std::vector<double> rho_grid() const;
     std::vector<std::int64_t> rank_candidates() const;
+    // radio.timing_offsets and radio.cfo_offsets_hz as numbers, one per client or none (ConfigError naming the key).
+    std::vector<double> radio_timing_offsets() const;
+    std::vector<double> radio_cfo_offsets_hz() const;
     // The LoRA targets in force (lora.targets or the task's default).
     std::vector<std::string> lora_targets() const;
     // Checks every value and the combinations (e.g. clients_per_round <= clients); throws ConfigError naming the key.

@@ -8,6 +8,10 @@
 #include <random>
 #include <stdexcept>
 
+#include <cstdio>
+#include <filesystem>
+
+#include "fedlora/calib/file.h"
 #include "fedlora/learn/adapter.h"  // mix_seed (plain data, no LibTorch)
 #include "fedlora/phy/aircomp.h"
 #include "fedlora/phy/aircomp_waveform.h"
@@ -87,7 +91,8 @@ public:
 // aircomp and aircomp-analytic: the same round, waveform level or effective-noise model.
 class AircompRadio final : public Radio {
 public:
-    AircompRadio(const SimConfig& cfg, bool waveform) : cfg_(cfg), waveform_(waveform) {
+    AircompRadio(const SimConfig& cfg, bool waveform)
+        : cfg_(cfg), waveform_(waveform), cal_(load_radio_calibration(cfg)) {
         (void)round_numerology(cfg, 0);  // fail early on a bad numerology
     }
     std::string mode() const override { return waveform_ ? "aircomp" : "aircomp-analytic"; }
@@ -96,7 +101,9 @@ public:
         check_round(r);
         const auto K = r.payloads.size();
         const auto num = round_numerology(cfg_, r.subcarriers);
-        const auto wc = round_waveform_config(cfg_, r, num);
+        auto wc = round_waveform_config(cfg_, r, num);
+        if (cal_)
+            wc.corrections = round_corrections(cfg_, *cal_, r);
         phy::MultiUserChannel channel(round_channel_config(cfg_, r, num));
 
         // The protocol's common scale: every client reports its payload RMS, the server answers c.
@@ -162,6 +169,7 @@ public:
 private:
     SimConfig cfg_;
     bool waveform_;
+    std::shared_ptr<const RadioCalibration> cal_;
 };
 
 // OFDMA with stochastic q-bit quantisation; the rate from each device's SNR on the round's channel.
@@ -297,12 +305,20 @@ phy::ChannelSimConfig round_channel_config(const SimConfig& cfg, const RadioRoun
     ch.phase_noise_linewidth_hz = cfg.channel.phase_noise_hz;
     ch.seed = learn::mix_seed(cfg.seed, kTagChannel, static_cast<std::uint64_t>(r.round));
     ch.devices.resize(r.clients.size());
+    const auto timing = cfg.radio_timing_offsets();
+    const auto cfo = cfg.radio_cfo_offsets_hz();
     for (std::size_t k = 0; k < r.clients.size(); ++k) {
         auto& d = ch.devices[k];
         d.snr_db = client_round_snr_db(cfg, r.clients[k], r.round);
         d.profile = cfg.channel.profile;
         d.doppler_hz = cfg.channel.doppler_hz;
         d.cfo_hz = cfg.channel.cfo * num.subcarrier_spacing();
+        // The virtual radios' own impairments (radio.*), by client.
+        const auto c = static_cast<std::size_t>(r.clients[k]);
+        if (!timing.empty())
+            d.timing_offset_samples = timing.at(c);
+        if (!cfo.empty())
+            d.cfo_hz += cfo.at(c);
     }
     ch.validate();
     return ch;
@@ -325,6 +341,66 @@ phy::WaveformRoundConfig round_waveform_config(const SimConfig& cfg, const Radio
 }
 
 void check_radio_round(const RadioRound& r) { check_round(r); }
+
+std::shared_ptr<const RadioCalibration> load_radio_calibration(const SimConfig& cfg) {
+    if (cfg.radio.calibration.empty())
+        return nullptr;
+    auto cal = std::make_shared<RadioCalibration>();
+    cal->path = cfg.radio.calibration;
+    std::error_code ec;
+    cal->absolute_path = std::filesystem::absolute(cal->path, ec).string();
+    if (ec)
+        cal->absolute_path = cal->path;
+    const double f = cfg.radio.frequency_hz, fs = cfg.phy.sample_rate;
+    try {
+        cal->set = calib::load_calibration(cal->path);
+    } catch (const phy::CalibrationError& e) {
+        throw ConfigError(std::string("config key 'radio.calibration': ") + e.what());
+    }
+    if (!cfg.radio.serials.empty()) {
+        cal->serials = cfg.radio.serials;
+    } else {
+        cal->serials = cal->set.aligned_serials(0, f, fs);
+        char rate[32];
+        std::snprintf(rate, sizeof rate, "%g MS/s", fs / 1e6);
+        if (cal->serials.empty())
+            throw ConfigError("config key 'radio.calibration': " + cal->path + " holds no alignment at " +
+                              phy::format_frequency(f) + " (radio.frequency_hz) and " + rate +
+                              " (phy.sample_rate) on channel 0");
+        if (static_cast<std::int64_t>(cal->serials.size()) < cfg.clients)
+            throw ConfigError("config key 'radio.serials': not given, and " + cal->path + " holds " +
+                              std::to_string(cal->serials.size()) + " device(s) aligned at " +
+                              phy::format_frequency(f) + " and " + rate + " for " + std::to_string(cfg.clients) +
+                              " clients; list one serial per client");
+        cal->serials.resize(static_cast<std::size_t>(cfg.clients));
+    }
+    const auto lead = static_cast<std::size_t>(cfg.phy.fft);  // the round's idle samples before the frame
+    for (std::size_t c = 0; c < cal->serials.size(); ++c) {
+        const auto key = cfg.radio.serials.empty() ? "radio.calibration" : "radio.serials";
+        try {
+            const phy::TransmitCorrector t(cal->set.correction(cal->serials[c], 0, f, fs), fs);
+            if (t.lead() > lead)
+                throw ConfigError(std::string("config key '") + key + "': client " + std::to_string(c) +
+                                  "'s radio '" + cal->serials[c] + "' would send " + std::to_string(t.lead()) +
+                                  " samples early, more than the " + std::to_string(lead) +
+                                  " idle samples before a round's frame (phy.fft)");
+        } catch (const phy::CalibrationError& e) {
+            throw ConfigError(std::string("config key '") + key + "': client " + std::to_string(c) + ": " + e.what());
+        } catch (const std::invalid_argument& e) {
+            throw ConfigError(std::string("config key '") + key + "': client " + std::to_string(c) + ": " + e.what());
+        }
+    }
+    return cal;
+}
+
+std::vector<phy::TransmitCorrection> round_corrections(const SimConfig& cfg, const RadioCalibration& cal,
+                                                       const RadioRound& r) {
+    std::vector<phy::TransmitCorrection> out;
+    for (const auto c : r.clients)
+        out.push_back(cal.set.correction(cal.serials.at(static_cast<std::size_t>(c)), 0, cfg.radio.frequency_hz,
+                                         cfg.phy.sample_rate));
+    return out;
+}
 
 double client_mean_snr_db(const SimConfig& cfg, std::int64_t client) {
     std::mt19937_64 rng(learn::mix_seed(cfg.seed, kTagClientSnr, static_cast<std::uint64_t>(client)));

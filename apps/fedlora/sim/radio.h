@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "fedlora/phy/aircomp_waveform.h"
+#include "fedlora/phy/calibration.h"
 #include "fedlora/phy/channel.h"
 #include "fedlora/phy/numerology.h"
 
@@ -77,6 +78,21 @@ phy::Numerology round_numerology(const SimConfig& cfg, std::int64_t subcarriers)
 phy::ChannelSimConfig round_channel_config(const SimConfig& cfg, const RadioRound& round, const phy::Numerology& num);
 phy::WaveformRoundConfig round_waveform_config(const SimConfig& cfg, const RadioRound& round,
                                                const phy::Numerology& num);
+// The calibration of the clients' radios (radio.calibration): the file and each client's serial in it.
+struct RadioCalibration {
+    std::string path;                  // as given
+    std::string absolute_path;         // for the radio process
+    phy::CalibrationSet set;
+    std::vector<std::string> serials;  // per client
+};
+// Loads radio.calibration (nullptr when it is empty) and checks that every client's radio has an alignment at
+// radio.frequency_hz and phy.sample_rate whose correction fits the round's lead; ConfigError naming
+// radio.calibration or radio.serials, with the file's own message (serial, key, frequency).
+std::shared_ptr<const RadioCalibration> load_radio_calibration(const SimConfig& cfg);
+// The round's per-device corrections (its clients' radios), for WaveformRoundConfig::corrections.
+std::vector<phy::TransmitCorrection> round_corrections(const SimConfig& cfg, const RadioCalibration& cal,
+                                                       const RadioRound& round);
+
 // The checks every radio makes on a round before sending (std::invalid_argument naming the client).
 void check_radio_round(const RadioRound& round);
 

@@ -147,7 +147,8 @@ std::string install_hint(const std::string& said) {
 
 class FlowgraphRadio final : public Radio {
 public:
-    explicit FlowgraphRadio(const SimConfig& cfg) : cfg_(cfg), sock_(ctx_, zmq::socket_type::req) {
+    explicit FlowgraphRadio(const SimConfig& cfg)
+        : cfg_(cfg), cal_(load_radio_calibration(cfg)), sock_(ctx_, zmq::socket_type::req) {
         (void)round_numerology(cfg, 0);  // fail early on a bad numerology
         start();
     }
@@ -337,7 +338,7 @@ private:
         for (const auto& dev : ch.devices)
             if (dev.profile != ch.devices[0].profile || dev.doppler_hz != ch.devices[0].doppler_hz ||
                 dev.fading != plain.fading || dev.rician_k != plain.rician_k || dev.block_length != 0 ||
-                dev.timing_offset_samples != 0.0 || !dev.random_phase || dev.gain_error_db != 0.0 ||
+                !dev.random_phase || dev.gain_error_db != 0.0 ||
                 !dev.snr_db.has_value())
                 throw std::logic_error("flowgraph transport: the round's channel has per-device settings the "
                                        "radio process does not take");
@@ -376,6 +377,21 @@ private:
         }
         t.push_back(vector_of("snr_db", DType::F64, snr));
         t.push_back(vector_of("cfo_hz", DType::F64, cfo));
+        // The virtual radios' timing offsets and their calibration, only when configured (radio.*).
+        if (!cfg_.radio.timing_offsets.empty()) {
+            std::vector<double> timing;
+            for (const auto& dev : ch.devices)
+                timing.push_back(dev.timing_offset_samples);
+            t.push_back(vector_of("timing_offset", DType::F64, timing));
+        }
+        if (cal_) {
+            std::string serials;
+            for (const auto c : r.clients)
+                serials += (serials.empty() ? "" : "\n") + cal_->serials.at(static_cast<std::size_t>(c));
+            t.push_back(text("calibration", cal_->absolute_path));
+            t.push_back(text("serials", serials));
+            t.push_back(f64("frequency", cfg_.radio.frequency_hz));
+        }
         t.push_back(text("profile", ch.devices[0].profile));
         t.push_back(f64("doppler_hz", ch.devices[0].doppler_hz));
         t.push_back(f64("phase_noise_hz", ch.phase_noise_linewidth_hz));
@@ -499,6 +515,7 @@ private:
     }
 
     SimConfig cfg_;
+    std::shared_ptr<const RadioCalibration> cal_;
     zmq::context_t ctx_;
     zmq::socket_t sock_;
     std::unique_ptr<ChildProcess> proc_;

@@ -8,7 +8,10 @@ Serves AirComp rounds over ZeroMQ on the loopback interface, one request per rou
 (docs/wire.md, "Radio service"): the request (UPDATE) carries every device's payload, the aggregation weights and
 the round's physical layer and channel; the process builds the AirComp loopback flowgraph for it (K
 aircomp_transmitter chains -> channel_model -> aircomp_receiver, as flowgraphs/aircomp_loopback.grc), runs it and
-answers with the aggregate and what the receiver measured (AGGREGATE), or why there is none (ERROR).
+answers with the aggregate and what the receiver measured (AGGREGATE), or why there is none (ERROR). Optional
+tensors give the virtual radios timing offsets (channel_model's timing_offset) and a calibration file with each
+device's serial: its transmitter then applies that radio's correction (aircomp_transmitter's calibration), and
+the gap grows by the correctors' lead and tail, as aircomp_round_waveform's does with the same corrections.
 
     /usr/bin/python3 -m gnuradio.fedlora.radio_server --bind tcp://127.0.0.1:5600
 
@@ -160,6 +163,16 @@ def run_round(req, round_id, round_timeout):
     noise_variance = req.real("noise_variance")
     seed = int(req.get("seed", np.int64, ())) & U64_MASK
     support = [int(i) for i in req.get("support", np.int64, default=np.zeros(0, np.int64))]
+    # Optional: the virtual radios' timing offsets, and the calibration file whose corrections their transmitters
+    # apply (one serial per device, newline-separated; the lookups at `frequency`).
+    timing = req.reals("timing_offset", n_dev) if "timing_offset" in req.t else None
+    calibration = req.text("calibration") if "calibration" in req.t else ""
+    serials, freq = [], 0.0
+    if calibration:
+        serials = req.text("serials").split("\n")
+        if len(serials) != n_dev:
+            raise RequestError(f"tensor 'serials' names {len(serials)} radios for {n_dev} devices")
+        freq = req.real("frequency")
 
     updates = [np.ascontiguousarray(payloads[k]) for k in range(n_dev)]
     if all(_k.kernel_update_rms(u, support) == 0.0 for u in updates):
@@ -168,21 +181,30 @@ def run_round(req, round_id, round_timeout):
     chan = dict(n_devices=n_dev, n_tx=n_tx, n_rx=n_rx, sample_rate=fs, snr_db=snr_db, profile=profile,
                 fading="rayleigh", doppler_hz=doppler_hz, cfo_hz=cfo_hz, noise_variance=noise_variance,
                 phase_noise_hz=phase_noise_hz, seed=seed)
+    if timing is not None:
+        chan["timing_offset"] = timing
     try:
         bulk = _k.channel_kernel(**chan).bulk_delay()
-        # As aircomp_round_waveform: the pilot-to-payload gap the receiver always needs, no more.
-        gap = _k.receiver_min_gap(fft, cp, occupied, pilot_spacing, fs, bulk)
+        # As aircomp_round_waveform: the pilot-to-payload gap the receiver always needs, no more; calibrated
+        # transmitters send their bursts early by their correctors' lead and need room for lead + tail.
+        span_lead = span_tail = 0
+        for s in serials:
+            c = _k.calibration_correction(calibration, s, 0, freq, fs)
+            span_lead, span_tail = max(span_lead, c["lead"]), max(span_tail, c["tail"])
+        gap = _k.receiver_min_gap(fft, cp, occupied, pilot_spacing, fs, bulk) + span_lead + span_tail
         frame = dict(fft_size=fft, cp_len=cp, n_occupied=occupied, pilot_spacing=pilot_spacing, sample_rate=fs,
                      gap=gap, pilot_repeats=pilot_repeats, reference_interval=reference_interval)
         layout = _k.kernel_frame_layout(n_devices=n_dev, n_tx=n_tx, **frame)
         tb = gr.top_block(f"fedlora radio round {round_id}")
+        cal = [dict(calibration=calibration, serial=s, channel=0, frequency=freq) for s in serials] or \
+            [{}] * n_dev
         txs = [_k.aircomp_transmitter(n_devices=n_dev, device=k, n_tx=n_tx, budget=budget[k], max_dim=dim,
-                                      start_time=lead / fs, n_rounds=1, **frame) for k in range(n_dev)]
+                                      start_time=lead / fs, n_rounds=1, **frame, **cal[k]) for k in range(n_dev)]
         ch = _k.channel_model(**chan)
         rx = _k.aircomp_receiver(n_devices=n_dev, n_tx=n_tx, n_rx=n_rx, n_streams=n_streams, budget=budget,
                                  policy=policy, g_th=g_th, estimator=estimator, timing_backoff=timing_backoff,
                                  mimo_iterations=mimo_iterations, max_dim=dim, **frame)
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:  # bad parameters; a calibration file's lookups (serial, frequency)
         raise RequestError(str(e)) from e
     col = _Collector()
     for k, t in enumerate(txs):
@@ -195,10 +217,10 @@ def run_round(req, round_id, round_timeout):
         tb.msg_connect((rx, port), (col, port))
     aircomp.post_round(txs, rx, updates, weights=weights, round_id=round_id, support=support or None)
 
-    # The devices send their pilot bursts (lead + payload offset samples on the channel's timeline) and wait for
-    # the plan; the channel cannot run past them before the payloads exist. So a receiver that has read all of it
-    # and still searches has found no frame: nothing more will come.
-    burst = lead + layout["payload_offset"]
+    # The devices send their pilot bursts (lead + payload offset samples on the channel's timeline, less the
+    # earliest calibrated advance) and wait for the plan; the channel cannot run past them before the payloads
+    # exist. So a receiver that has read all of it and still searches has found no frame: nothing more will come.
+    burst = lead + layout["payload_offset"] - span_lead
     deadline = time.monotonic() + round_timeout
     lost = stalled = None
     tb.start()

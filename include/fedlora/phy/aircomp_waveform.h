@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "fedlora/phy/aircomp.h"
+#include "fedlora/phy/calibration.h"
 #include "fedlora/phy/chanest.h"
 #include "fedlora/phy/channel.h"
 #include "fedlora/phy/frame.h"
@@ -33,6 +34,13 @@ struct WaveformRoundConfig {
     int timing_backoff = -1;            // FFT windows start this early; -1: cp_len / 8
     std::size_t lead = 0;               // idle samples before the frame (unknown to the receiver)
     bool perfect_csi = false;           // plan from the simulator's true channels, perfect timing, no sync
+    // Per device (K entries; empty: none): the calibration's correction of its radio (calibration.h), applied to
+    // every antenna's samples of the waveform round as the gr-fedlora aircomp_transmitter applies it: each burst
+    // keeps its length and starts TransmitCorrector::lead() samples earlier (the pilot burst padded with zeros up
+    // to the payload, the payload followed by one symbol of zeros). The gap is then raised to at least
+    // receiver_min_gap + the largest lead + the largest tail (correction_span), and `lead` must be at least the
+    // largest lead. The effective round ignores them (it models neither timing nor CFO).
+    std::vector<TransmitCorrection> corrections;
     // Noise variance the plan uses: the receiver's estimate (from the pilots) unless perfect_csi, where the
     // channel's configured noise_variance is used.
 };

@@ -189,6 +189,14 @@ private:
     std::size_t lead_ = 0, tail_ = 0;
 };
 
+// How far corrected bursts reach beyond the uncorrected ones: the largest lead() and tail() of the correctors of
+// `c` (both 0 for an empty list). Transmitters that keep their burst lengths shift every burst lead() samples
+// earlier; the silence after a burst's content must then hold lead() + tail() samples.
+struct CorrectionSpan {
+    std::size_t lead = 0, tail = 0;
+};
+CorrectionSpan correction_span(const std::vector<TransmitCorrection>& c, double sample_rate);
+
 // ---------------------------------------------------------------------------------------------------------------
 // The calibration record
 // ---------------------------------------------------------------------------------------------------------------
@@ -274,6 +282,12 @@ struct CalibrationSet {
     // round(reference_time_s · sample_rate).
     TransmitCorrection correction(const std::string& serial, int channel, double frequency_hz,
                                   double sample_rate_hz) const;
+    // Serials of the devices whose `channel` holds an alignment at this frequency and sample rate, in file order.
+    std::vector<std::string> aligned_serials(int channel, double frequency_hz, double sample_rate_hz) const;
+
+    // Records an alignment: adds the device (with `product`, if new) and the channel if missing, and replaces an
+    // entry at the same frequency (within frequency_tolerance_hz) and sample rate. Does not validate.
+    void set_alignment(const std::string& serial, const std::string& product, int channel, const AlignmentRecord& a);
 
     double frequency_tolerance_hz = 1e3;
 };

@@ -6,6 +6,8 @@
 #include <gnuradio/block.h>
 #include <gnuradio/fedlora/api.h>
 
+#include <string>
+
 namespace gr {
 namespace fedlora {
 
@@ -37,6 +39,19 @@ namespace fedlora {
  * Bursts straddle work() calls freely. Sample buffers are sized in the constructor (max_dim bounds the update
  * length); the bursts are computed when their update or plan arrives, and work() only copies them out (per burst,
  * the tag values are the only new objects). After n_rounds payload bursts (0: no limit) the block is done.
+ *
+ * Calibration (optional; docs/hardware.md, calibration/README.md): with a calibration file, this radio's serial
+ * and the LO frequency, antenna a's samples pass through the fedlora::phy::TransmitCorrector of the file's
+ * alignment for channel `channel + a` at (frequency, sample_rate): timing advance, phase pre-rotation and CFO
+ * counter-rotation referred to the absolute sample index of the common timeline (tx_time × sample_rate). Each
+ * burst keeps its length and goes out advance() samples earlier (its tx_time moved back by as much), so the gap
+ * and the guard symbol must hold the corrector's lead + tail. With budget_unit "dBm" (one antenna), `budget` is
+ * the power budget in dBm: the file's TX power table at `frequency` gives the TX gain (tx_gain < 0: chosen by the
+ * block; otherwise the radio's gain, e.g. as it read back) and the linear budget P_k at that gain
+ * (fedlora::phy::tx_power_setting / linear_budget), the samples are scaled to the file's digital reference level
+ * (tx_reference_dbfs is phy power 1; the corrector's gain), and every burst's first sample carries a tx_command
+ * tag setting that gain on a USRP sink. The server must plan with the same P_k (linear_budget()). With a linear
+ * budget the samples stay in phy units (the virtual radio's and the simulator's scale).
  */
 class FEDLORA_API aircomp_transmitter : virtual public gr::block
 {
@@ -59,6 +74,12 @@ public:
      * \param max_dim largest update length accepted
      * \param start_time time of the first frame (seconds) when the update names none
      * \param n_rounds payload bursts before the block is done (0: no limit)
+     * \param calibration calibration file (YAML; "" for none)
+     * \param serial this radio's serial in the calibration file
+     * \param channel the radio's TX channel of antenna 0 in the file (antenna a: channel + a)
+     * \param frequency LO frequency (Hz) of the calibration lookups
+     * \param budget_unit "linear" (budget is P_k) or "dBm" (budget in dBm, through the file's TX power table)
+     * \param tx_gain budget_unit "dBm": the radio's TX gain (dB), or < 0 to let the block choose it
      */
     static sptr make(int n_devices = 2,
                      int device = 0,
@@ -74,10 +95,22 @@ public:
                      double budget = 1.0,
                      int max_dim = 1 << 16,
                      double start_time = 0.0,
-                     int n_rounds = 0);
+                     int n_rounds = 0,
+                     const std::string& calibration = "",
+                     const std::string& serial = "",
+                     int channel = 0,
+                     double frequency = 2.45e9,
+                     const std::string& budget_unit = "linear",
+                     double tx_gain = -1.0);
 
     //! Rounds whose payload burst has been emitted completely.
     virtual unsigned long rounds_sent() const = 0;
+    //! The power budget P_k in phy units the bursts are made with (the server must plan with it).
+    virtual double linear_budget() const = 0;
+    //! budget_unit "dBm": the TX gain (dB) the radio is set to (tx_command tags); otherwise -1.
+    virtual double tx_gain() const = 0;
+    //! Samples by which every burst goes out earlier than uncorrected (0 without calibration).
+    virtual int advance() const = 0;
 };
 
 } // namespace fedlora

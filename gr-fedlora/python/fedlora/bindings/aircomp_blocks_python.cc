@@ -15,7 +15,8 @@ void bind_aircomp_blocks(py::module& m)
         m,
         "aircomp_transmitter",
         "One device's AirComp transmitter: update PDU ('update') and plan ('plan') in; tagged pilot and payload "
-        "bursts out, one output per antenna. Wraps fedlora::phy::DeviceTransmitter and AircompCodec.")
+        "bursts out, one output per antenna. Wraps fedlora::phy::DeviceTransmitter and AircompCodec; with a "
+        "calibration file, every burst passes through fedlora::phy::TransmitCorrector.")
         .def(py::init(&aircomp_transmitter::make),
              py::arg("n_devices") = 2,
              py::arg("device") = 0,
@@ -31,8 +32,17 @@ void bind_aircomp_blocks(py::module& m)
              py::arg("budget") = 1.0,
              py::arg("max_dim") = 1 << 16,
              py::arg("start_time") = 0.0,
-             py::arg("n_rounds") = 0)
-        .def("rounds_sent", &aircomp_transmitter::rounds_sent);
+             py::arg("n_rounds") = 0,
+             py::arg("calibration") = "",
+             py::arg("serial") = "",
+             py::arg("channel") = 0,
+             py::arg("frequency") = 2.45e9,
+             py::arg("budget_unit") = "linear",
+             py::arg("tx_gain") = -1.0)
+        .def("rounds_sent", &aircomp_transmitter::rounds_sent)
+        .def("linear_budget", &aircomp_transmitter::linear_budget)
+        .def("tx_gain", &aircomp_transmitter::tx_gain)
+        .def("advance", &aircomp_transmitter::advance);
     py::class_<aircomp_receiver,
                gr::sync_block,
                gr::block,

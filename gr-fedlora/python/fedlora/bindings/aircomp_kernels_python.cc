@@ -222,7 +222,8 @@ void bind_aircomp_kernels(py::module& m)
            int timing_backoff,
            int mimo_iterations,
            int lead,
-           bool perfect_csi) {
+           bool perfect_csi,
+           const std::vector<py::dict>& corrections) {
             const char* me = "kernel_aircomp_round_waveform";
             const int K = static_cast<int>(updates.size());
             phy::WaveformRoundConfig c;
@@ -248,6 +249,19 @@ void bind_aircomp_kernels(py::module& m)
             c.timing_backoff = timing_backoff;
             c.lead = static_cast<std::size_t>(lead);
             c.perfect_csi = perfect_csi;
+            for (const auto& d : corrections) {
+                phy::TransmitCorrection t;
+                auto get = [&d](const char* key, double fallback) {
+                    return d.contains(key) ? py::cast<double>(d[key]) : fallback;
+                };
+                t.gain_db = get("gain_db", 0.0);
+                t.advance_samples = get("advance_samples", 0.0);
+                t.phase_rad = get("phase_rad", 0.0);
+                t.cfo_hz = get("cfo_hz", 0.0);
+                t.reference_sample =
+                    d.contains("reference_sample") ? py::cast<std::int64_t>(d["reference_sample"]) : 0;
+                c.corrections.push_back(t);
+            }
             phy::AircompCodec codec;
             codec.dim = updates.empty() ? 0 : static_cast<std::size_t>(updates[0].size());
             codec.scale = scale;
@@ -302,9 +316,12 @@ void bind_aircomp_kernels(py::module& m)
         py::arg("mimo_iterations") = 60,
         py::arg("lead") = 0,
         py::arg("perfect_csi") = false,
+        py::arg("corrections") = std::vector<py::dict>{},
         "One AirComp round at waveform level in one call (fedlora::phy::aircomp_round_waveform) through a "
         "channel_kernel: returns (estimate of sum_k w_k x_k, report dict). The frame is the blocks' frame; the "
-        "gap is raised to receiver_min_gap if smaller (report['frame_samples'] tells).");
+        "gap is raised to receiver_min_gap if smaller (report['frame_samples'] tells). corrections: per device "
+        "a dict (advance_samples, phase_rad, cfo_hz, reference_sample, gain_db; as calibration_correction "
+        "returns) applied as a calibrated aircomp_transmitter applies it.");
 
     py::class_<phy::DeviceTransmitter>(
         m, "device_kernel", "fedlora::phy::DeviceTransmitter with the AirComp codec (the aircomp_transmitter's DSP).")

@@ -12,6 +12,7 @@ void bind_wire_blocks(py::module& m);
 void bind_kernels(py::module& m);
 void bind_aircomp_blocks(py::module& m);
 void bind_aircomp_kernels(py::module& m);
+void bind_calibration(py::module& m);
 
 PYBIND11_MODULE(fedlora_python, m)
 {
@@ -25,4 +26,5 @@ PYBIND11_MODULE(fedlora_python, m)
     bind_kernels(m);
     bind_aircomp_blocks(m);
     bind_aircomp_kernels(m);
+    bind_calibration(m);
 }
