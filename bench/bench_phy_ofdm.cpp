@@ -32,11 +32,12 @@ std::vector<cf32> noise(std::size_t n) {
 constexpr std::size_t kSymbols = 64;
 
 // FFTW alone, as the receiver uses it: one out-of-place forward FFT per OFDM symbol between aligned buffers,
-// planned with FFTW_MEASURE. Items: fft_size + cp_len samples per transform, as the receiver counts them.
-void BM_FftwAlone(benchmark::State& state) {
+// planned with FFTW_MEASURE (BM_FftwAlone), and the same in place, FFTW's slower mode at these sizes
+// (BM_FftwAloneInPlace). Items: fft_size + cp_len samples per transform, as the receiver counts them.
+void fftw_alone(benchmark::State& state, bool in_place) {
     const int n = static_cast<int>(state.range(0));
     auto* in = fftwf_alloc_complex(static_cast<std::size_t>(n));
-    auto* out = fftwf_alloc_complex(static_cast<std::size_t>(n));
+    auto* out = in_place ? in : fftwf_alloc_complex(static_cast<std::size_t>(n));
     fftwf_plan p = fftwf_plan_dft_1d(n, in, out, FFTW_FORWARD, FFTW_MEASURE);
     const auto x = noise(static_cast<std::size_t>(n));
     std::copy(x.begin(), x.end(), reinterpret_cast<cf32*>(in));
@@ -48,27 +49,13 @@ void BM_FftwAlone(benchmark::State& state) {
     const auto num = numerology(n);
     state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(kSymbols) * num.symbol_len());
     fftwf_destroy_plan(p);
-    fftwf_free(out);
+    if (!in_place)
+        fftwf_free(out);
     fftwf_free(in);
 }
 
-// The same in place (one buffer), FFTW's slower mode at these sizes; for comparison.
-void BM_FftwAloneInPlace(benchmark::State& state) {
-    const int n = static_cast<int>(state.range(0));
-    auto* buf = fftwf_alloc_complex(static_cast<std::size_t>(n));
-    fftwf_plan p = fftwf_plan_dft_1d(n, buf, buf, FFTW_FORWARD, FFTW_MEASURE);
-    const auto x = noise(static_cast<std::size_t>(n));
-    std::copy(x.begin(), x.end(), reinterpret_cast<cf32*>(buf));
-    for (auto _ : state) {
-        for (std::size_t s = 0; s < kSymbols; ++s)
-            fftwf_execute(p);
-        benchmark::ClobberMemory();
-    }
-    const auto num = numerology(n);
-    state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(kSymbols) * num.symbol_len());
-    fftwf_destroy_plan(p);
-    fftwf_free(buf);
-}
+void BM_FftwAlone(benchmark::State& state) { fftw_alone(state, false); }
+void BM_FftwAloneInPlace(benchmark::State& state) { fftw_alone(state, true); }
 
 void BM_OfdmModulate(benchmark::State& state) {
     const auto num = numerology(static_cast<int>(state.range(0)));

@@ -14,9 +14,6 @@ namespace fedlora::app::calibrate {
 // The waveform of the calibration bursts: FFT 256, CP 32, 200 occupied carriers at `sample_rate`.
 phy::Numerology burst_numerology(double sample_rate);
 
-// Current UTC time, ISO 8601.
-std::string utc_now();
-
 struct UsrpOptions {
     std::string server_args;            // UHD device args of the server (the receiver)
     std::vector<std::string> devices;   // UHD device args of each transmitting device, "args" or "args#channel"

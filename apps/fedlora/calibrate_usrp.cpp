@@ -358,7 +358,7 @@ int run_usrp(const UsrpOptions& o) {
     const std::size_t K = devs.size();
 
     phy::CalibrationSet set;
-    set.date = utc_now();
+    set.date = calib::utc_now();
     set.reference = o.reference;
     if (o.conditions.empty()) {
         set.conditions = "cabled; attenuation device -> server:";

@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -39,15 +38,6 @@ phy::Numerology burst_numerology(double sample_rate) {
     n.sample_rate = sample_rate;
     n.validate();
     return n;
-}
-
-std::string utc_now() {
-    const std::time_t t = std::time(nullptr);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char b[32];
-    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return b;
 }
 
 }  // namespace calibrate
@@ -188,7 +178,7 @@ int run_virtual(const VirtualOptions& o) {
         static_cast<std::size_t>(std::ceil(*std::max_element(lab.timing.begin(), lab.timing.end()))) + 64);
 
     CalibrationSet set;
-    set.date = calibrate::utc_now();
+    set.date = calib::utc_now();
     set.reference = "external";
     {
         char buf[160];

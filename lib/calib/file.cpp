@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <initializer_list>
 #include <sstream>
@@ -318,6 +319,15 @@ void save_calibration(const CalibrationSet& s, const std::string& path) {
         std::remove(tmp.c_str());
         throw CalibrationError(path + ": cannot replace the calibration file");
     }
+}
+
+std::string utc_now() {
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char b[32];
+    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return b;
 }
 
 }  // namespace fedlora::calib

@@ -9,8 +9,11 @@ aircomp_receiver's "round" port) carry the updates' RMS and the common scale com
 kernel_aircomp_round_waveform does in one call.
 """
 
+import threading
+
 import numpy as np
 import pmt
+from gnuradio import gr
 
 from . import fedlora_python as _k
 
@@ -74,3 +77,42 @@ def post_round(transmitters, receiver, updates, **kwargs):
 def aggregate_of(pdu):
     """The f32 vector of an aggregate PDU, as a numpy array."""
     return np.asarray(pmt.to_python(pmt.cdr(pdu)), dtype=np.float32)
+
+
+class RoundCollector(gr.basic_block):
+    """Keeps the first message of each of the receiver's ports in `ports` (aggregate, quality, csi, plan);
+    `done` is set once the frame's aggregate and quality dict are in. Connect each receiver port to the port of
+    the same name."""
+
+    ALL_PORTS = ("aggregate", "quality", "csi", "plan")
+
+    def __init__(self, ports=ALL_PORTS):
+        gr.basic_block.__init__(self, name="fedlora_round_collector", in_sig=None, out_sig=None)
+        unknown = [p for p in ports if p not in self.ALL_PORTS]
+        if unknown or not {"aggregate", "quality"} <= set(ports):
+            raise ValueError(f"RoundCollector: ports {list(ports)} must include aggregate and quality and be "
+                             f"among {list(self.ALL_PORTS)}")
+        self.ports = tuple(ports)
+        self.got = {}
+        self.done = threading.Event()
+        for port in self.ports:
+            self.message_port_register_in(pmt.intern(port))
+            # GNU Radio calls a Python message handler by its name: one method per port.
+            self.set_msg_handler(pmt.intern(port), getattr(self, "_on_" + port))
+
+    def _on_aggregate(self, msg):
+        self._store("aggregate", msg)
+
+    def _on_quality(self, msg):
+        self._store("quality", msg)
+
+    def _on_csi(self, msg):
+        self._store("csi", msg)
+
+    def _on_plan(self, msg):
+        self._store("plan", msg)
+
+    def _store(self, port, msg):
+        self.got.setdefault(port, msg)
+        if "aggregate" in self.got and "quality" in self.got:
+            self.done.set()

@@ -24,7 +24,6 @@ so the aggregate equals fedlora_phy's aircomp_round_waveform for the same inputs
 import argparse
 import os
 import sys
-import threading
 import time
 
 import numpy as np
@@ -93,39 +92,6 @@ class Request:
         if not np.all(np.isfinite(v)):
             raise RequestError(f"tensor '{name}' holds a value that is not finite")
         return [float(x) for x in v]
-
-
-class _Collector(gr.basic_block):
-    """Keeps the first message of each of the receiver's ports; `done` is set once the aggregate and the quality
-    dict of the frame are in."""
-
-    PORTS = ("aggregate", "quality", "csi", "plan")
-
-    def __init__(self):
-        gr.basic_block.__init__(self, name="fedlora_radio_collector", in_sig=None, out_sig=None)
-        self.got = {}
-        self.done = threading.Event()
-        for port in self.PORTS:
-            self.message_port_register_in(pmt.intern(port))
-            # GNU Radio calls a Python message handler by its name: one method per port.
-            self.set_msg_handler(pmt.intern(port), getattr(self, "_on_" + port))
-
-    def _on_aggregate(self, msg):
-        self._store("aggregate", msg)
-
-    def _on_quality(self, msg):
-        self._store("quality", msg)
-
-    def _on_csi(self, msg):
-        self._store("csi", msg)
-
-    def _on_plan(self, msg):
-        self._store("plan", msg)
-
-    def _store(self, port, msg):
-        self.got.setdefault(port, msg)
-        if "aggregate" in self.got and "quality" in self.got:
-            self.done.set()
 
 
 def run_round(req, round_id, round_timeout):
@@ -206,14 +172,14 @@ def run_round(req, round_id, round_timeout):
                                  mimo_iterations=mimo_iterations, max_dim=dim, **frame)
     except (ValueError, RuntimeError) as e:  # bad parameters; a calibration file's lookups (serial, frequency)
         raise RequestError(str(e)) from e
-    col = _Collector()
+    col = aircomp.RoundCollector()
     for k, t in enumerate(txs):
         for a in range(n_tx):
             tb.connect((t, a), (ch, k * n_tx + a))
         tb.msg_connect((rx, "plan"), (t, "plan"))
     for r in range(n_rx):
         tb.connect((ch, r), (rx, r))
-    for port in _Collector.PORTS:
+    for port in col.ports:
         tb.msg_connect((rx, port), (col, port))
     aircomp.post_round(txs, rx, updates, weights=weights, round_id=round_id, support=support or None)
 

@@ -60,35 +60,6 @@ def _weighted_sum(updates, weights):
     return truth
 
 
-class _RoundCollector(gr.basic_block):
-    """Keeps the receiver's messages of one round; `done` is set once the aggregate and quality are in."""
-
-    PORTS = ("aggregate", "quality", "csi")
-
-    def __init__(self):
-        gr.basic_block.__init__(self, name="fedlora_round_collector", in_sig=None, out_sig=None)
-        self.got = {}
-        self.done = threading.Event()
-        for port in self.PORTS:
-            self.message_port_register_in(pmt.intern(port))
-            # GNU Radio calls a Python message handler by its name: one method per port.
-            self.set_msg_handler(pmt.intern(port), getattr(self, "_on_" + port))
-
-    def _on_aggregate(self, msg):
-        self._store("aggregate", msg)
-
-    def _on_quality(self, msg):
-        self._store("quality", msg)
-
-    def _on_csi(self, msg):
-        self._store("csi", msg)
-
-    def _store(self, port, msg):
-        self.got.setdefault(port, msg)
-        if "aggregate" in self.got and "quality" in self.got:
-            self.done.set()
-
-
 class aircomp_round_loop(gr.basic_block):
     """AirComp rounds one after another through the gr-fedlora blocks, for teaching.
 
@@ -285,12 +256,12 @@ class aircomp_round_loop(gr.basic_block):
                                  g_th=s["g_th"], estimator=self._estimator, max_dim=dim, **frame)
         for blk in txs + [ch, rx]:
             blk.set_log_level(self._log_level)
-        col = _RoundCollector()
+        col = aircomp.RoundCollector(("aggregate", "quality", "csi"))
         for k, t in enumerate(txs):
             tb.connect((t, 0), (ch, k))
             tb.msg_connect((rx, "plan"), (t, "plan"))
         tb.connect((ch, 0), (rx, 0))
-        for port in _RoundCollector.PORTS:
+        for port in col.ports:
             tb.msg_connect((rx, port), (col, port))
         aircomp.post_round(txs, rx, updates, round_id=round_id)
         # The devices send their pilot bursts and wait for the plan; the channel cannot run past them before the

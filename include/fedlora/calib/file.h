@@ -22,4 +22,7 @@ std::string to_yaml(const phy::CalibrationSet& set);
 // Validates and writes atomically (a temporary file renamed over `path`).
 void save_calibration(const phy::CalibrationSet& set, const std::string& path);
 
+// The current UTC time in ISO 8601 (e.g. 2026-11-22T05:40:17Z), as a calibration's `date`.
+std::string utc_now();
+
 }  // namespace fedlora::calib

@@ -14,7 +14,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <ctime>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -92,16 +91,6 @@ double number(const py::dict& d, const char* key, const char* what)
     if (!d.contains(key))
         throw std::invalid_argument(std::string(what) + ": entry lacks '" + key + "'");
     return py::cast<double>(d[key]);
-}
-
-std::string utc_now()
-{
-    const std::time_t t = std::time(nullptr);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char b[32];
-    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return b;
 }
 
 } // namespace
@@ -359,7 +348,7 @@ void bind_calibration(py::module& m)
                 set.reference = reference;
             }
             set.source = path;
-            set.date = utc_now();
+            set.date = fedlora::calib::utc_now();
             if (!reference.empty())
                 set.reference = reference;
             if (!conditions.empty())
