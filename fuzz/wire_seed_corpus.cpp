@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
                             {tensor("deep", DType::U8, {1, 2, 1, 2, 1, 2, 1, 2})}));  // ndim 8, the default limit
     seeds.push_back(message(MessageType::PowerPlan, seq++,
                             {tensor(std::string(40, 'n'), DType::F32, {3}), tensor("b", DType::F64, {2, 2}),
-                             tensor("c", DType::U8, {5})}));
+                             tensor("c", DType::U8, {5}), tensor("precoders", DType::C128, {2, 3}),
+                             tensor("eta", DType::C128, {})}));
     int written = 0;
     for (const auto& m : seeds) {
         const auto bytes = encode(m);

@@ -2,6 +2,7 @@
 // and a framed message across ZeroMQ on 127.0.0.1.
 #include <gtest/gtest.h>
 
+#include <complex>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -71,6 +72,40 @@ TEST(Wire, RoundTripPreservesEverything) {
     EXPECT_TRUE(d.tensors[1].shape.empty());
     ASSERT_NE(d.find("scale"), nullptr);
     EXPECT_EQ(d.find("missing"), nullptr);
+}
+
+TEST(Wire, Complex128RoundTripsAndMatchesThePythonDecoder) {
+    // A power plan's precoders: complex double, interleaved (real, imaginary), 16 bytes per element.
+    Message m;
+    m.type = MessageType::PowerPlan;
+    m.round = 3;
+    Tensor t;
+    t.name = "precoders";
+    t.dtype = DType::C128;
+    t.shape = {2, 3};
+    std::vector<std::complex<double>> v;
+    for (int i = 0; i < 6; ++i)
+        v.emplace_back(0.5 * i - 1.0, 1.0 / (i + 1));
+    t.data.resize(v.size() * 16);
+    std::memcpy(t.data.data(), v.data(), t.data.size());
+    m.tensors.push_back(t);
+    EXPECT_EQ(dtype_size(DType::C128), 16u);
+    EXPECT_STREQ(to_string(DType::C128), "c128");
+    const auto bytes = encode(m);
+    const auto d = decode(bytes);
+    ASSERT_EQ(d.tensors.size(), 1u);
+    EXPECT_EQ(d.tensors[0].dtype, DType::C128);
+    EXPECT_EQ(d.tensors[0].data, t.data);
+    const std::string path = ::testing::TempDir() + "message_c128.bin";
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
+                                                static_cast<std::streamsize>(bytes.size()));
+    const auto out = run(std::string("/usr/bin/python3 ") + FEDLORA_TESTS_DIR + "/wire_reference.py " + path);
+    double sum = 0.0;  // of every real and imaginary part
+    for (const auto& c : v)
+        sum += c.real() + c.imag();
+    char line[128];
+    std::snprintf(line, sizeof line, "tensor precoders c128 2x3 sum=%.6f\n", sum);
+    EXPECT_EQ(out, "version=1 type=5 run=0 round=3 client=0 seq=0 n=1\n" + std::string(line));
 }
 
 TEST(Wire, Crc32MatchesZlib) {

@@ -7,7 +7,7 @@ import sys
 import zlib
 
 DTYPES = {1: ("f32", "<f", 4), 2: ("f64", "<d", 8), 3: ("i32", "<i", 4), 4: ("i64", "<q", 8),
-          5: ("u8", "<B", 1), 6: ("c64", "<f", 8)}
+          5: ("u8", "<B", 1), 6: ("c64", "<f", 8), 7: ("c128", "<d", 16)}
 
 buf = open(sys.argv[1], "rb").read()
 magic, version, mtype, run_id, rnd, client, seq, n_tensors, flags, body_len, hcrc = struct.unpack_from(

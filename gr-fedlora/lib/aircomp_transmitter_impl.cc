@@ -261,8 +261,22 @@ void aircomp_transmitter_impl::next_round()
     while (d_state == state::idle && !d_queue.empty()) {
         const pmt::pmt_t pdu = d_queue.front();
         d_queue.pop_front();
-        if (start_round(pdu))
+        if (start_round(pdu)) {
             start_burst(false);
+            // A plan that came early for this round releases its payload now; those of past rounds go.
+            pmt::pmt_t mine = pmt::PMT_NIL;
+            for (auto it = d_early_plans.begin(); it != d_early_plans.end();) {
+                const long r = dict_integer(*it, "round", -1);
+                if (r == d_round && pmt::is_null(mine))
+                    mine = *it;
+                if (r <= d_round)
+                    it = d_early_plans.erase(it);
+                else
+                    ++it;
+            }
+            if (!pmt::is_null(mine))
+                apply_plan(mine);
+        }
     }
 }
 
@@ -350,11 +364,27 @@ void aircomp_transmitter_impl::start_burst(bool payload)
 void aircomp_transmitter_impl::handle_plan(const pmt::pmt_t& msg)
 {
     gr::thread::scoped_lock lock(d_mutex);
+    apply_plan(msg);
+}
+
+void aircomp_transmitter_impl::apply_plan(const pmt::pmt_t& msg)
+{
     try {
         if (!pmt::is_dict(msg))
             throw std::invalid_argument("the plan must be a dictionary");
         const long round = dict_integer(msg, "round", -1);
-        if ((d_state != state::pilots && d_state != state::wait_plan) || round != d_round || d_payload_ready) {
+        const bool started = d_state == state::pilots || d_state == state::wait_plan;
+        if (round > d_round) {
+            // Its update has not come yet: kept until that round starts.
+            d_early_plans.push_back(msg);
+            if (d_early_plans.size() > kMaxEarlyPlans) {
+                d_logger->warn("more than {} plans ahead of their updates: the oldest is dropped", kMaxEarlyPlans);
+                d_early_plans.pop_front();
+            }
+            d_logger->debug("plan for round {} kept until its update (current round {})", round, d_round);
+            return;
+        }
+        if (!started || round != d_round || d_payload_ready) {
             d_logger->debug("plan for round {} ignored (current round {})", round, d_round);
             return;
         }

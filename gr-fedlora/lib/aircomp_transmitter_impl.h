@@ -52,6 +52,8 @@ private:
 
     void handle_update(const pmt::pmt_t& msg);
     void handle_plan(const pmt::pmt_t& msg);
+    // With d_mutex held: the plan of the current round (checked, then the payload is made).
+    void apply_plan(const pmt::pmt_t& msg);
     // Starts the next queued update's round (pilot burst), skipping updates that are not for this device or
     // are malformed (logged). Called with d_mutex held, while idle.
     void next_round();
@@ -83,6 +85,10 @@ private:
 
     state d_state = state::idle;
     bool d_payload_ready = false;
+    // Plans that came before their round's update (messages on different ports keep no order between them):
+    // each applied once its round starts; at most kMaxEarlyPlans kept (the oldest dropped).
+    static constexpr std::size_t kMaxEarlyPlans = 8;
+    std::deque<pmt::pmt_t> d_early_plans;
     const std::vector<std::vector<gr_complex>>* d_burst = nullptr;
     std::size_t d_burst_len = 0, d_burst_pos = 0;
     std::uint64_t d_frame = 0, d_next_frame = 0, d_cursor = 0;

@@ -14,10 +14,11 @@ namespace fedlora {
 class pdu_to_wire_impl : public pdu_to_wire
 {
 public:
-    pdu_to_wire_impl(const std::string& endpoint, bool bind)
+    pdu_to_wire_impl(const std::string& endpoint, bool bind, const std::string& default_type)
         : gr::block("pdu_to_wire", gr::io_signature::make(0, 0, 0), gr::io_signature::make(0, 0, 0)),
           d_context(1),
-          d_socket(d_context, zmq::socket_type::push)
+          d_socket(d_context, zmq::socket_type::push),
+          d_default_type(parse_type(default_type))
     {
         d_socket.set(zmq::sockopt::linger, 1000);
         d_socket.set(zmq::sockopt::sndtimeo, 1000);
@@ -38,24 +39,34 @@ public:
     std::string last_endpoint() const override { return d_endpoint; }
 
 private:
+    static ::fedlora::wire::MessageType parse_type(const std::string& name)
+    {
+        try {
+            return ::fedlora::wire::message_type_from_string(name);
+        } catch (const std::exception& e) {
+            throw std::invalid_argument(std::string("pdu_to_wire: default_type: ") + e.what());
+        }
+    }
+
     void handle(const pmt::pmt_t& pdu)
     {
         try {
-            if (!::fedlora::wire::send(d_socket, pdu_to_message(pdu)))
+            if (!::fedlora::wire::send(d_socket, pdu_to_message(pdu, d_default_type)))
                 d_logger->warn("no receiver took the message within 1 s on {}: dropped", d_endpoint);
         } catch (const std::exception& e) {
-            d_logger->warn("PDU dropped: {}", e.what());
+            d_logger->warn("message dropped: {}", e.what());
         }
     }
 
     zmq::context_t d_context;
     zmq::socket_t d_socket;
     std::string d_endpoint;
+    const ::fedlora::wire::MessageType d_default_type;
 };
 
-pdu_to_wire::sptr pdu_to_wire::make(const std::string& endpoint, bool bind)
+pdu_to_wire::sptr pdu_to_wire::make(const std::string& endpoint, bool bind, const std::string& default_type)
 {
-    return gnuradio::make_block_sptr<pdu_to_wire_impl>(endpoint, bind);
+    return gnuradio::make_block_sptr<pdu_to_wire_impl>(endpoint, bind, default_type);
 }
 
 } // namespace fedlora

@@ -17,10 +17,11 @@ namespace fedlora {
 class wire_to_pdu_impl : public wire_to_pdu
 {
 public:
-    wire_to_pdu_impl(const std::string& endpoint, bool bind, int max_message_bytes)
+    wire_to_pdu_impl(const std::string& endpoint, bool bind, int max_message_bytes, bool as_dict)
         : gr::block("wire_to_pdu", gr::io_signature::make(0, 0, 0), gr::io_signature::make(0, 0, 0)),
           d_context(1),
-          d_socket(d_context, zmq::socket_type::pull)
+          d_socket(d_context, zmq::socket_type::pull),
+          d_as_dict(as_dict)
     {
         if (max_message_bytes < 64)
             throw std::invalid_argument("wire_to_pdu: max_message_bytes = " +
@@ -69,7 +70,7 @@ private:
             try {
                 auto msg = ::fedlora::wire::receive(d_socket, std::chrono::milliseconds(100), d_limits);
                 if (msg)
-                    message_port_pub(pmt::mp("pdus"), message_to_pdu(*msg));
+                    message_port_pub(pmt::mp("pdus"), d_as_dict ? message_to_dict(*msg) : message_to_pdu(*msg));
             } catch (const std::exception& e) {
                 ++d_dropped;
                 d_logger->warn("message dropped: {}", e.what());
@@ -80,15 +81,16 @@ private:
     zmq::context_t d_context;
     zmq::socket_t d_socket;
     std::string d_endpoint;
+    const bool d_as_dict;
     ::fedlora::wire::Limits d_limits;
     std::atomic<bool> d_running{ false };
     std::atomic<unsigned long> d_dropped{ 0 };
     std::thread d_thread;
 };
 
-wire_to_pdu::sptr wire_to_pdu::make(const std::string& endpoint, bool bind, int max_message_bytes)
+wire_to_pdu::sptr wire_to_pdu::make(const std::string& endpoint, bool bind, int max_message_bytes, bool as_dict)
 {
-    return gnuradio::make_block_sptr<wire_to_pdu_impl>(endpoint, bind, max_message_bytes);
+    return gnuradio::make_block_sptr<wire_to_pdu_impl>(endpoint, bind, max_message_bytes, as_dict);
 }
 
 } // namespace fedlora

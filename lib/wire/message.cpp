@@ -72,7 +72,7 @@ private:
     std::size_t pos_ = 0;
 };
 
-bool valid_dtype(std::uint8_t d) { return d >= 1 && d <= 6; }
+bool valid_dtype(std::uint8_t d) { return d >= 1 && d <= 7; }
 
 constexpr std::uint64_t kMinTableEntry = 2 + 1 + 1;  // name_len, dtype, ndim: a scalar with an empty name
 
@@ -120,6 +120,7 @@ std::size_t dtype_size(DType d) {
         case DType::I64: return 8;
         case DType::U8: return 1;
         case DType::C64: return 8;
+        case DType::C128: return 16;
     }
     throw WireError("unknown dtype code " + std::to_string(static_cast<int>(d)));
 }
@@ -132,6 +133,7 @@ const char* to_string(DType d) {
         case DType::I64: return "i64";
         case DType::U8: return "u8";
         case DType::C64: return "c64";
+        case DType::C128: return "c128";
     }
     return "unknown";
 }

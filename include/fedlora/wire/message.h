@@ -38,7 +38,8 @@ bool is_known(std::uint16_t type);
 // Inverse of to_string ("UPDATE" -> MessageType::Update); throws WireError naming the unknown name.
 MessageType message_type_from_string(const std::string& name);
 
-enum class DType : std::uint8_t { F32 = 1, F64 = 2, I32 = 3, I64 = 4, U8 = 5, C64 = 6 };
+// C64: interleaved f32 (real, imaginary); C128: interleaved f64 (real, imaginary).
+enum class DType : std::uint8_t { F32 = 1, F64 = 2, I32 = 3, I64 = 4, U8 = 5, C64 = 6, C128 = 7 };
 std::size_t dtype_size(DType d);
 const char* to_string(DType d);
 

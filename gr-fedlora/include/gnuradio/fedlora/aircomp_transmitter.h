@@ -34,7 +34,8 @@ namespace fedlora {
  *
  * Message port "plan": the server receiver's plan dict ("round", "n_streams", "n_devices", "n_carriers", "n_tx",
  * "precoders" c64 vector [((k·M + m)·n_tx + a)·L + l], "scale"). A plan for the current round (while its pilot
- * burst is sent or after) releases the payload burst; others are ignored.
+ * burst is sent or after) releases the payload burst; a plan for a later round (messages on the two ports keep
+ * no order between them) is kept until that round's update starts it; others are ignored.
  *
  * Bursts straddle work() calls freely. Sample buffers are sized in the constructor (max_dim bounds the update
  * length); the bursts are computed when their update or plan arrives, and work() only copies them out (per burst,

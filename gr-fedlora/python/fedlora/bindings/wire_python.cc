@@ -49,9 +49,12 @@ wire::Tensor tensor_of(const std::string& name, const py::handle& value)
     } else if (dt.is(py::dtype::of<std::complex<float>>())) {
         t.dtype = wire::DType::C64;
         item = 8;
+    } else if (dt.is(py::dtype::of<std::complex<double>>())) {
+        t.dtype = wire::DType::C128;
+        item = 16;
     } else {
         throw py::type_error("wire_encode: tensor '" + name + "' has dtype " + py::repr(static_cast<py::handle>(dt)).cast<std::string>() +
-                             " (the wire carries float32, float64, int32, int64, uint8 and complex64)");
+                             " (the wire carries float32, float64, int32, int64, uint8, complex64 and complex128)");
     }
     // A C-contiguous copy if needed (same dtype).
     const auto a = py::array::ensure(any, py::array::c_style);
@@ -86,6 +89,8 @@ py::array array_of(const wire::Tensor& t)
         return make(std::uint8_t{});
     case wire::DType::C64:
         return make(std::complex<float>{});
+    case wire::DType::C128:
+        return make(std::complex<double>{});
     }
     throw std::invalid_argument("tensor '" + t.name + "' has an unknown dtype");
 }
@@ -98,14 +103,18 @@ void bind_wire_blocks(py::module& m)
     using gr::fedlora::wire_to_pdu;
     py::class_<pdu_to_wire, gr::block, gr::basic_block, std::shared_ptr<pdu_to_wire>>(
         m, "pdu_to_wire", "Sends PDUs as fedlora wire messages over a ZeroMQ PUSH socket.")
-        .def(py::init(&pdu_to_wire::make), py::arg("endpoint"), py::arg("bind") = true)
+        .def(py::init(&pdu_to_wire::make),
+             py::arg("endpoint"),
+             py::arg("bind") = true,
+             py::arg("default_type") = "UPDATE")
         .def("last_endpoint", &pdu_to_wire::last_endpoint);
     py::class_<wire_to_pdu, gr::block, gr::basic_block, std::shared_ptr<wire_to_pdu>>(
         m, "wire_to_pdu", "Receives fedlora wire messages from a ZeroMQ PULL socket as PDUs.")
         .def(py::init(&wire_to_pdu::make),
              py::arg("endpoint"),
              py::arg("bind") = false,
-             py::arg("max_message_bytes") = 64 << 20)
+             py::arg("max_message_bytes") = 64 << 20,
+             py::arg("as_dict") = false)
         .def("last_endpoint", &wire_to_pdu::last_endpoint)
         .def("dropped", &wire_to_pdu::dropped);
 
