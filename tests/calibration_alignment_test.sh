@@ -67,8 +67,9 @@ FEDLORA_GR_LOG_LEVEL=info timeout 180 $py -m gnuradio.fedlora.run_flowgraph "$wo
   > "$work/server.log" 2>&1 < /dev/null &
 server=$!
 pids+=("$server")
-(cd "$work" && exec $py - "${ports[@]}" > "$work/vradio.log" 2>&1 <<'PY') &
-import sys, time
+# The virtual radio runs until the test ends it (its ZeroMQ sources never end by themselves); timeout bounds it.
+(cd "$work" && exec timeout 180 $py - "${ports[@]}" > "$work/vradio.log" 2>&1 <<'PY') &
+import sys
 from gnuradio import gr, zeromq
 from gnuradio import fedlora
 import impairments as imp
@@ -80,8 +81,7 @@ for k in range(imp.K):
 tb.connect(ch, zeromq.push_sink(gr.sizeof_gr_complex, 1, f"tcp://127.0.0.1:{ports[imp.K]}", 100, True, -1))
 tb.start()
 print("virtual radio: running", flush=True)
-while True:
-    time.sleep(1)
+tb.wait()  # never returns: ended by the test (or by timeout)
 PY
 pids+=("$!")
 for k in $(seq 0 $((K - 1))); do
@@ -137,16 +137,18 @@ timeout 60 $py -m gnuradio.fedlora.run_flowgraph "$work/device_tx.py" --radio zm
   > /dev/null 2> "$work/err" < /dev/null || rc=$?
 [ "$rc" -ne 0 ] && grep -q "no device with serial 'B210-0042' (the file holds: virt-0, virt-1, virt-2)" "$work/err" \
   || { cat "$work/err"; fail "device_tx with an unknown serial: exit $rc"; }
+# Its log line is read as it comes, through a FIFO, up to the line naming the correction (or the end).
+mkfifo "$work/device_tx.fifo"
 FEDLORA_GR_LOG_LEVEL=info timeout 60 $py -m gnuradio.fedlora.run_flowgraph "$work/device_tx.py" --radio zmq \
   --zmq-address "tcp://127.0.0.1:${ports[0]}" --cal-file "$work/cal.yaml" --serial virt-2 --device 1 \
-  > "$work/device_tx.log" 2>&1 < /dev/null &
+  > "$work/device_tx.fifo" 2>&1 < /dev/null &
 dtx=$!
 pids+=("$dtx")
-for _ in $(seq 300); do
-  grep -q "bursts go out" "$work/device_tx.log" && break
-  kill -0 "$dtx" 2>/dev/null || break
-  sleep 0.1
-done
+: > "$work/device_tx.log"
+while IFS= read -r line; do
+  printf '%s\n' "$line" >> "$work/device_tx.log"
+  case "$line" in *"bursts go out"*) break ;; esac
+done < "$work/device_tx.fifo"
 grep -q "serial 'virt-2' channel 0 at 2450 MHz: advance 12.2.* samples.*bursts go out 28 samples early" \
   "$work/device_tx.log" || fail "device_tx did not apply virt-2's calibration"
 kill "$dtx" 2>/dev/null || true
