@@ -64,16 +64,6 @@ double csi_ratio(const PowerControlConfig& cfg, std::size_t k, double gain) {
     return cfg.csi_error_var.empty() ? 0.0 : cfg.csi_error_var[k] / std::max(gain, 1e-300);
 }
 
-// MSE on one carrier when device k sends amplitude a_k = |h_k b_k| (phase-aligned) and the receiver scales by
-// 1/√η: Σ_k v_k (a_k/√η − 1)² + σ²/η.
-double carrier_mse(const std::vector<double>& a, const std::vector<double>& v, double noise_var, double eta) {
-    const double u = 1.0 / std::sqrt(eta);
-    double mse = noise_var * u * u;
-    for (std::size_t k = 0; k < a.size(); ++k)
-        mse += v[k] * (a[k] * u - 1.0) * (a[k] * u - 1.0);
-    return mse;
-}
-
 // Threshold policy on one carrier, in u = 1/√η. q_k = √(P_k/v_k)|ĥ_k| is device k's full-power receive amplitude,
 // r_k = ε_k²/|ĥ_k|² its relative CSI error (0 with perfect CSI). With receive amplitude a_k the expected error is
 // v_k[(a_k u − 1)² + r_k a_k² u²] (the second term: the unknown part h − ĥ of the channel times the transmitted
