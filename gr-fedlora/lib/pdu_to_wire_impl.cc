@@ -22,6 +22,14 @@ public:
     {
         d_socket.set(zmq::sockopt::linger, 1000);
         d_socket.set(zmq::sockopt::sndtimeo, 1000);
+        // The bridges' sockets have no CURVE keys: by the project's transport policy (docs/wire.md, "Transport
+        // security") they carry plaintext on this host only.
+        if (!::fedlora::wire::is_loopback_endpoint(endpoint))
+            throw std::invalid_argument(
+                "pdu_to_wire: endpoint '" + endpoint +
+                "' is not a loopback endpoint; the bridges have no CURVE keys, so they bind and connect on this host "
+                "only (tcp://127.0.0.1:PORT, ipc://, inproc://). Across hosts, run the bridge next to the process it "
+                "serves, or use the fedlora server/client link, which has CURVE (docs/wire.md)");
         if (bind) {
             d_endpoint = ::fedlora::wire::bind(d_socket, endpoint);
         } else {

@@ -30,6 +30,14 @@ public:
         d_socket.set(zmq::sockopt::linger, 0);
         // Frames over the limit are refused by ZeroMQ itself, before they are received.
         d_socket.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(max_message_bytes));
+        // The bridges' sockets have no CURVE keys: by the project's transport policy (docs/wire.md, "Transport
+        // security") they carry plaintext on this host only.
+        if (!::fedlora::wire::is_loopback_endpoint(endpoint))
+            throw std::invalid_argument(
+                "wire_to_pdu: endpoint '" + endpoint +
+                "' is not a loopback endpoint; the bridges have no CURVE keys, so they bind and connect on this host "
+                "only (tcp://127.0.0.1:PORT, ipc://, inproc://). Across hosts, run the bridge next to the process it "
+                "serves, or use the fedlora server/client link, which has CURVE (docs/wire.md)");
         if (bind) {
             d_endpoint = ::fedlora::wire::bind(d_socket, endpoint);
         } else {

@@ -239,6 +239,11 @@ class qa_wire_bridge(gr_unittest.TestCase):
             fedlora.pdu_to_wire("tcp://127.0.0.1:notaport", True)
         with self.assertRaisesRegex(Exception, "default_type.*PLAN_B"):
             fedlora.pdu_to_wire("tcp://127.0.0.1:*", True, "PLAN_B")
+        # Plaintext stays on this host: other endpoints are refused, in both directions, naming the endpoint.
+        with self.assertRaisesRegex(Exception, "pdu_to_wire: endpoint 'tcp://10.1.2.3:5555' is not a loopback"):
+            fedlora.pdu_to_wire("tcp://10.1.2.3:5555", False)
+        with self.assertRaisesRegex(Exception, "wire_to_pdu: endpoint 'tcp://0.0.0.0:5555' is not a loopback"):
+            fedlora.wire_to_pdu("tcp://0.0.0.0:5555", True)
 
 
 if __name__ == "__main__":
